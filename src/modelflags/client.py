@@ -1,0 +1,471 @@
+"""``ModelFlags``: wires registry, flags, artifacts, loaders, cache and health together.
+
+This is the one place where policy meets mechanism: which version serves a request, what happens
+when it cannot load or fails at inference, and when a version becomes the last known good one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from openfeature import api
+from openfeature.client import OpenFeatureClient
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.event import EventDetails, ProviderEvent
+
+from .artifacts import ArtifactStore
+from .cache import CacheEntry, ModelCache
+from .context import to_context
+from .errors import ModelFlagsError, ModelUnavailableError, VersionLoadError
+from .events import BecameLKG, EventDispatcher, FellBack, Listener, Loaded, LoadFailed, Quarantined
+from .health import Backoff, Health
+from .loading import Loader, LoaderRegistry
+from .registry import ModelSpec, Registry, load_registry
+from .resolution import Resolution, Resolver
+from .served import ServedModel
+
+__all__ = ["FALLBACK", "ModelFlags", "ModelStatus", "QuarantineStatus"]
+
+logger = logging.getLogger(__name__)
+
+FALLBACK = "FALLBACK"
+"""The ``reason`` of a handle served by the last known good version after a failure."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineStatus:
+    """A quarantined version as :meth:`ModelFlags.status` reports it."""
+
+    version: str
+    cause: str
+    failures: int
+    retry_in_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    """What an operator needs to know about one model."""
+
+    name: str
+    flag: str
+    lkg: str
+    default_version: str
+    loaded: Mapping[str, int]
+    pinned: tuple[str, ...]
+    quarantined: tuple[QuarantineStatus, ...]
+    flag_errors: int
+    last_flag_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Model:
+    spec: ModelSpec
+    flag_key: str
+    versions: frozenset[str]
+
+
+class ModelFlags:
+    """Serves model versions chosen by OpenFeature flags.
+
+    ``registry`` is a path to a registry file, a :class:`Registry`, or a mapping of the same shape.
+    Flags are evaluated with ``client``, or the OpenFeature client of ``domain``, or the default
+    client. Options are keyword-only:
+
+    - ``state_dir``: persist each model's last known good version there (default: memory only).
+    - ``max_models`` / ``max_bytes``: bounds of the cache of loaded versions (LKGs are pinned).
+    - ``backoff``: quarantine back-off; ``clock``: monotonic seconds (injectable for tests).
+    - ``listeners``: callables receiving events (:mod:`modelflags.events`) on a background thread.
+    - ``loaders``: extra loaders by name; ``artifacts``: the :class:`ArtifactStore` to use.
+
+    Safe to share between threads; one instance per process is the usual set-up. Use it as a
+    context manager, or call :meth:`close`, to stop its background work.
+    """
+
+    def __init__(
+        self,
+        registry: str | os.PathLike[str] | Registry | Mapping[str, Any],
+        *,
+        client: OpenFeatureClient | None = None,
+        domain: str | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        max_models: int = 8,
+        max_bytes: int | None = None,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        listeners: Iterable[Listener] = (),
+        loaders: Mapping[str, Loader] | None = None,
+        artifacts: ArtifactStore | None = None,
+    ) -> None:
+        if client is not None and domain is not None:
+            raise ValueError("pass client= or domain=, not both")
+        self.registry = _as_registry(registry)
+        self._models = {
+            name: _Model(spec, spec.flag_key, frozenset(spec.versions))
+            for name, spec in self.registry.models.items()
+        }
+        self._client = client if client is not None else api.get_client(domain)
+        self._resolver = Resolver(self._client)
+        self._loaders = LoaderRegistry(loaders)
+        self._artifacts = artifacts if artifacts is not None else ArtifactStore()
+        self._cache = ModelCache(max_models=max_models, max_bytes=max_bytes)
+        self._events = EventDispatcher(listeners)
+        self._health = Health(
+            {name: spec.default_version for name, spec in self.registry.models.items()},
+            backoff=backoff,
+            clock=clock,
+            state_dir=state_dir,
+            known_versions={name: model.versions for name, model in self._models.items()},
+        )
+        for name in self._models:
+            self._cache.pin((name, self._health.lkg(name)))
+        self._closed = False
+        self._client.add_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_change)
+
+    # -- serving --------------------------------------------------------------------------------
+
+    def get_model(self, name: str, user: object = None) -> ServedModel:
+        """The version the flag of ``name`` chooses for ``user``, loaded and ready.
+
+        Never raises for flag or version trouble: those serve the last known good version.
+        Raises :class:`ModelUnavailableError` for an unknown model, or when the last known good
+        version itself cannot be loaded.
+        """
+        model = self._models.get(name)
+        if model is None:
+            raise ModelUnavailableError(
+                f"unknown model {name!r}; the registry has: {', '.join(sorted(self._models))}",
+                model=name,
+            )
+        context = user if type(user) is EvaluationContext else to_context(user)
+        health = self._health
+        lkg = health.lkg(name)
+        resolution = self._resolver.resolve(name, model.flag_key, lkg, context, model.versions)
+        return self._serve(model, resolution, lkg)
+
+    async def get_model_async(self, name: str, user: object = None) -> ServedModel:
+        """Like :meth:`get_model`: evaluates with OpenFeature's async API, loads on a thread."""
+        import asyncio
+
+        model = self._models.get(name)
+        if model is None:
+            raise ModelUnavailableError(f"unknown model {name!r}", model=name)
+        context = user if type(user) is EvaluationContext else to_context(user)
+        lkg = self._health.lkg(name)
+        resolution = await self._resolver.resolve_async(
+            name, model.flag_key, lkg, context, model.versions
+        )
+        return await asyncio.to_thread(self._serve, model, resolution, lkg)
+
+    def _serve(self, model: _Model, resolution: Resolution, lkg: str) -> ServedModel:
+        name = model.spec.name
+        version = resolution.version
+        requested = resolution.requested or version
+        if version != lkg:
+            if self._health.blocked(name, version) is None:
+                try:
+                    entry = self._entry(name, version)
+                except VersionLoadError as exc:
+                    self._failed(name, version, exc, stage="load", served=lkg)
+                else:
+                    return ServedModel(
+                        self,
+                        name,
+                        version,
+                        requested,
+                        entry.value,
+                        model.spec.versions[version].metadata,
+                        reason=resolution.reason,
+                        variant=resolution.variant,
+                        fell_back=requested != version,
+                    )
+            lkg, entry = self._lkg_entry(name)
+            return ServedModel(
+                self,
+                name,
+                lkg,
+                requested,
+                entry.value,
+                model.spec.versions[lkg].metadata,
+                reason=FALLBACK,
+                variant=resolution.variant,
+                fell_back=True,
+            )
+        lkg, entry = self._lkg_entry(name)
+        return ServedModel(
+            self,
+            name,
+            lkg,
+            requested,
+            entry.value,
+            model.spec.versions[lkg].metadata,
+            reason=resolution.reason if lkg == version else FALLBACK,
+            variant=resolution.variant,
+            fell_back=requested != lkg,
+        )
+
+    def invoke(
+        self, handle: ServedModel, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run ``method`` on the handle's model; on failure, on the last known good version.
+
+        Used by :class:`ServedModel`; applications call the handle's methods instead.
+        """
+        try:
+            result = getattr(handle.model, method)(*args, **kwargs)
+        except Exception as exc:
+            return self._recover(handle, method, args, kwargs, exc)
+        if not self._health.is_proven(handle.name, handle.version):
+            self._proved(handle.name, handle.version)
+        return result
+
+    def _recover(
+        self,
+        handle: ServedModel,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        error: Exception,
+    ) -> Any:
+        name, version = handle.name, handle.version
+        if version == self._health.lkg(name):
+            raise error
+        try:
+            lkg, entry = self._lkg_entry(name)
+        except ModelFlagsError:
+            raise error from None
+        lkg_failed = False
+        try:
+            result = getattr(entry.value, method)(*args, **kwargs)
+        except Exception:
+            lkg_failed = True
+        if lkg_failed:
+            # Both versions reject this call: the input is the caller's to see, nobody is penalised.
+            raise error
+        cause = f"{method} raised {type(error).__name__}: {error}"
+        self._failed(
+            name, version, error, stage="inference", served=lkg, method=method, cause=cause
+        )
+        if not self._health.is_proven(name, lkg):
+            self._proved(name, lkg)
+        return result
+
+    # -- mechanism glue -------------------------------------------------------------------------
+
+    def _entry(self, name: str, version: str) -> CacheEntry:
+        return self._cache.get_or_load((name, version), lambda: self._load(name, version))
+
+    def _load(self, name: str, version: str) -> CacheEntry:
+        spec = self.registry.models[name].versions[version]
+        started = time.perf_counter()
+        try:
+            path = self._artifacts.fetch(name, version, spec)
+            nbytes = Path(path).stat().st_size
+            value = self._loaders.load(name, version, spec, path)
+        except VersionLoadError as exc:
+            self._events.emit(LoadFailed(name, version, str(exc), type(exc).__name__))
+            raise
+        except Exception as exc:
+            error = VersionLoadError(
+                f"model {name!r} version {version!r}: cannot load: {type(exc).__name__}: {exc}",
+                model=name,
+                version=version,
+            )
+            self._events.emit(LoadFailed(name, version, str(error), type(exc).__name__))
+            raise error from exc
+        seconds = time.perf_counter() - started
+        logger.info(
+            "model %r version %r loaded in %.3f s (%d bytes)", name, version, seconds, nbytes
+        )
+        self._events.emit(Loaded(name, version, seconds, nbytes))
+        return CacheEntry(value, nbytes)
+
+    def _lkg_entry(self, name: str) -> tuple[str, CacheEntry]:
+        """The last known good version and its loaded model; falls back to default_version."""
+        health = self._health
+        lkg = health.lkg(name)
+        blocked = health.blocked(name, lkg)
+        if blocked is None:
+            try:
+                return lkg, self._entry(name, lkg)
+            except VersionLoadError as exc:
+                self._failed(name, lkg, exc, stage="load", served=None)
+                error: Exception = exc
+        else:
+            error = ModelFlagsError(blocked.cause)
+        default = self.registry.models[name].default_version
+        if default != lkg and health.blocked(name, default) is None:
+            try:
+                entry = self._entry(name, default)
+            except VersionLoadError as exc:
+                self._failed(name, default, exc, stage="load", served=None)
+            else:
+                logger.error(
+                    "model %r: last known good version %r cannot load (%s); serving default %r",
+                    name,
+                    lkg,
+                    error,
+                    default,
+                )
+                self._set_lkg(name, default, proven=False)
+                return default, entry
+        raise ModelUnavailableError(
+            f"model {name!r}: its last known good version {lkg!r} cannot be served: {error}",
+            model=name,
+            version=lkg,
+        ) from error
+
+    def _failed(
+        self,
+        name: str,
+        version: str,
+        error: BaseException,
+        *,
+        stage: str,
+        served: str | None,
+        method: str | None = None,
+        cause: str | None = None,
+    ) -> None:
+        cause = cause or str(error)
+        entry = self._health.quarantine(name, version, cause)
+        retry_in = entry.until - entry.since
+        logger.warning(
+            "model %r version %r failed at %s (%s); quarantined for %.0f s (failure %d)%s",
+            name,
+            version,
+            stage,
+            cause,
+            retry_in,
+            entry.failures,
+            f"; served {served!r}" if served else "",
+        )
+        if served is not None:
+            self._events.emit(FellBack(name, version, served, stage, cause, method))
+        self._events.emit(Quarantined(name, version, cause, entry.failures, entry.until))
+
+    def _proved(self, name: str, version: str) -> None:
+        previous = self._health.mark_good(name, version)
+        if previous is not None:
+            self._cache.pin((name, version))
+            self._cache.unpin((name, previous))
+            logger.info(
+                "model %r: version %r is now last known good (was %r)", name, version, previous
+            )
+            self._events.emit(BecameLKG(name, version, previous))
+
+    def _set_lkg(self, name: str, version: str, *, proven: bool) -> None:
+        previous = self._health.set_lkg(name, version)
+        if previous != version:
+            self._cache.pin((name, version))
+            self._cache.unpin((name, previous))
+            self._events.emit(BecameLKG(name, version, previous))
+
+    def _on_change(self, details: EventDetails) -> None:
+        changed = set(details.flags_changed) if details.flags_changed else None
+        for name, model in self._models.items():
+            if changed is None or model.flag_key in changed:
+                released = self._health.release(name)
+                if released:
+                    logger.info(
+                        "model %r: flag %r changed; quarantine lifted for %s",
+                        name,
+                        model.flag_key,
+                        ", ".join(released),
+                    )
+
+    # -- operations -----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, ModelStatus]:
+        """Per model: LKG, loaded versions with bytes, quarantined versions with cause and retry."""
+        cached = self._cache.snapshot()
+        now = self._health.now()
+        result: dict[str, ModelStatus] = {}
+        for name, model in self._models.items():
+            loaded = {
+                version: nbytes for (owner, version), (nbytes, _) in _pairs(cached) if owner == name
+            }
+            pinned = tuple(
+                sorted(
+                    version
+                    for (owner, version), (_, pin) in _pairs(cached)
+                    if owner == name and pin
+                )
+            )
+            errors, last_error = self._resolver.errors(name)
+            result[name] = ModelStatus(
+                name=name,
+                flag=model.flag_key,
+                lkg=self._health.lkg(name),
+                default_version=model.spec.default_version,
+                loaded=dict(sorted(loaded.items())),
+                pinned=pinned,
+                quarantined=tuple(
+                    QuarantineStatus(q.version, q.cause, q.failures, max(0.0, q.until - now))
+                    for q in self._health.quarantined(name)
+                ),
+                flag_errors=errors,
+                last_flag_error=last_error,
+            )
+        return result
+
+    def release(self, name: str, version: str | None = None) -> list[str]:
+        """Lift the quarantine of ``version`` (or of every version) of model ``name`` now."""
+        if name not in self._models:
+            raise ModelUnavailableError(f"unknown model {name!r}", model=name)
+        return self._health.release(name, version)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Receive events (loaded, load failed, fell back, quarantined, became LKG)."""
+        self._events.add(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop sending events to ``listener``."""
+        self._events.remove(listener)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait for queued background work (events) to finish; False on timeout."""
+        return self._events.flush(timeout)
+
+    def close(self) -> None:
+        """Stop background work and release resources. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(ValueError):
+            self._client.remove_handler(
+                ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_change
+            )
+        self._events.close()
+        self._artifacts.close()
+
+    def __enter__(self) -> ModelFlags:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _pairs(
+    cached: Mapping[Any, tuple[int, bool]],
+) -> Iterable[tuple[tuple[str, str], tuple[int, bool]]]:
+    return cached.items()
+
+
+def _as_registry(registry: str | os.PathLike[str] | Registry | Mapping[str, Any]) -> Registry:
+    if isinstance(registry, Registry):
+        return registry
+    if isinstance(registry, Mapping):
+        return Registry.from_mapping(registry, source="<mapping>")
+    return load_registry(registry)

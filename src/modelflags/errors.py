@@ -1,0 +1,122 @@
+"""The exceptions of modelflags.
+
+Every error the package raises derives from :class:`ModelFlagsError`::
+
+    ModelFlagsError
+     ├── RegistryError              a registry file or mapping is invalid (file, model, field)
+     ├── ModelUnavailableError      a model cannot be served at all (unknown name, LKG unloadable)
+     └── VersionLoadError           one version could not be made ready (model, version)
+          ├── ArtifactError         its bytes could not be had or trusted (uri)
+          │    ├── ArtifactNotFoundError   the file or object does not exist (404, missing path)
+          │    ├── DigestMismatchError     the bytes do not match the registered sha256
+          │    ├── ArtifactTooLargeError   the artifact exceeds the configured size limit
+          │    └── FetchError              a remote fetch failed (HTTP status, timeout, connection)
+          └── DeserializationError  the loader could not turn the file into a model (loader)
+
+Errors on the request path are translated at one boundary (``raise Mapped(...) from exc``), so the
+cause is always chained and the message names what a person needs: the file, model, version and
+field. Errors from shadow work never reach the caller.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactError",
+    "ArtifactNotFoundError",
+    "ArtifactTooLargeError",
+    "DeserializationError",
+    "DigestMismatchError",
+    "FetchError",
+    "ModelFlagsError",
+    "ModelUnavailableError",
+    "RegistryError",
+    "VersionLoadError",
+]
+
+
+class ModelFlagsError(Exception):
+    """Base class of every error raised by modelflags."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RegistryError(ModelFlagsError):
+    """A registry is invalid. ``file``, ``model`` and ``field`` say where, when known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        model: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.file = file
+        self.model = model
+        self.field = field
+
+
+class ModelUnavailableError(ModelFlagsError):
+    """A model cannot be served: its name is unknown, or even its last known good version fails."""
+
+    def __init__(self, message: str, *, model: str, version: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+        self.version = version
+
+
+class VersionLoadError(ModelFlagsError):
+    """One version of a model could not be made ready to serve."""
+
+    def __init__(self, message: str, *, model: str, version: str) -> None:
+        super().__init__(message)
+        self.model = model
+        self.version = version
+
+
+class ArtifactError(VersionLoadError):
+    """The artifact of a version could not be obtained or trusted."""
+
+    def __init__(self, message: str, *, model: str, version: str, uri: str) -> None:
+        super().__init__(message, model=model, version=version)
+        self.uri = uri
+
+
+class ArtifactNotFoundError(ArtifactError):
+    """The artifact does not exist at its URI."""
+
+
+class DigestMismatchError(ArtifactError):
+    """The artifact's bytes do not have the registered sha256; they were not deserialized."""
+
+    def __init__(
+        self, message: str, *, model: str, version: str, uri: str, expected: str, actual: str
+    ) -> None:
+        super().__init__(message, model=model, version=version, uri=uri)
+        self.expected = expected
+        self.actual = actual
+
+
+class ArtifactTooLargeError(ArtifactError):
+    """The artifact is larger than the configured limit."""
+
+
+class FetchError(ArtifactError):
+    """A remote fetch failed after its retries (``status`` is the last HTTP status, if any)."""
+
+    def __init__(
+        self, message: str, *, model: str, version: str, uri: str, status: int | None = None
+    ) -> None:
+        super().__init__(message, model=model, version=version, uri=uri)
+        self.status = status
+
+
+class DeserializationError(VersionLoadError):
+    """The loader could not turn the verified file into a model object."""
+
+    def __init__(self, message: str, *, model: str, version: str, loader: str) -> None:
+        super().__init__(message, model=model, version=version)
+        self.loader = loader

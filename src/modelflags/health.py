@@ -1,0 +1,217 @@
+"""Health of versions: the last known good version (LKG) of each model, and quarantine.
+
+The LKG of a model is the version that most recently *proved* itself: it loaded and completed an
+inference call without raising. Before any, it is the registry's ``default_version``. A version that
+failed is quarantined: no request tries it again until its back-off expires (1 s, doubling, capped
+at 5 minutes by default). When it proves itself again, its failure count is forgotten.
+
+State lives in memory; with a ``state_dir`` the LKG of every model is also written atomically to
+``<state_dir>/modelflags-state.json`` (temporary file, then rename) and read back at start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["STATE_FILE", "Backoff", "Health", "Quarantine"]
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "modelflags-state.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Quarantine back-off: ``initial`` seconds, times ``factor`` a failure, at most ``maximum``."""
+
+    initial: float = 1.0
+    factor: float = 2.0
+    maximum: float = 300.0
+
+    def delay(self, failures: int) -> float:
+        """Seconds of quarantine after the ``failures``-th consecutive failure (1-based)."""
+        return float(min(self.maximum, self.initial * self.factor ** max(0, failures - 1)))
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """A quarantined version: why, how many failures in a row, and when it may be tried again."""
+
+    model: str
+    version: str
+    cause: str
+    failures: int
+    since: float
+    until: float
+
+
+class Health:
+    """LKG and quarantine bookkeeping for every model.
+
+    Safe to share between threads. The hot-path reads (:meth:`lkg`, :meth:`blocked`,
+    :meth:`is_proven`) are plain dictionary lookups; writes take a lock, and the state file is
+    written outside it.
+    """
+
+    def __init__(
+        self,
+        defaults: Mapping[str, str],
+        *,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float],
+        state_dir: str | os.PathLike[str] | None = None,
+        known_versions: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
+        self.backoff = backoff or Backoff()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._lkg: dict[str, str] = dict(defaults)
+        self._proven: dict[str, set[str]] = {model: set() for model in defaults}
+        self._quarantine: dict[str, dict[str, Quarantine]] = {}
+        self._state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
+        if self._state_path is not None:
+            self._restore(known_versions or {})
+
+    # -- hot path -------------------------------------------------------------------------------
+
+    def lkg(self, model: str) -> str:
+        """The last known good version of ``model``."""
+        return self._lkg[model]
+
+    def blocked(self, model: str, version: str) -> Quarantine | None:
+        """The quarantine that keeps ``version`` from being tried now, if any."""
+        entries = self._quarantine.get(model)
+        if not entries:
+            return None
+        entry = entries.get(version)
+        if entry is None or self._clock() >= entry.until:
+            return None
+        return entry
+
+    def is_proven(self, model: str, version: str) -> bool:
+        """True once ``version`` loaded and completed an inference call since its last failure."""
+        return version in self._proven[model]
+
+    # -- transitions ----------------------------------------------------------------------------
+
+    def mark_good(self, model: str, version: str) -> str | None:
+        """Record a completed inference call. Returns the previous LKG if ``version`` became LKG."""
+        with self._lock:
+            proven = self._proven[model]
+            if version in proven:
+                return None
+            proven.add(version)
+            entries = self._quarantine.get(model)
+            if entries:
+                entries.pop(version, None)
+            previous = self._lkg[model]
+            if previous == version:
+                return None
+            self._lkg[model] = version
+        self._persist()
+        return previous
+
+    def quarantine(self, model: str, version: str, cause: str) -> Quarantine:
+        """Quarantine ``version`` after a failure; each failure in a row doubles the back-off."""
+        now = self._clock()
+        with self._lock:
+            self._proven[model].discard(version)
+            entries = self._quarantine.setdefault(model, {})
+            previous = entries.get(version)
+            failures = previous.failures + 1 if previous is not None else 1
+            entry = Quarantine(
+                model, version, cause, failures, now, now + self.backoff.delay(failures)
+            )
+            # Replace the mapping so lock-free readers never see it change under them.
+            self._quarantine[model] = {**entries, version: entry}
+        return entry
+
+    def release(self, model: str, version: str | None = None) -> list[str]:
+        """Lift the quarantine of one version, or of all versions of ``model``; returns them."""
+        with self._lock:
+            entries = self._quarantine.get(model) or {}
+            if version is None:
+                released = sorted(entries)
+                self._quarantine[model] = {}
+            else:
+                released = [version] if version in entries else []
+                self._quarantine[model] = {k: v for k, v in entries.items() if k != version}
+        return released
+
+    def set_lkg(self, model: str, version: str) -> str:
+        """Make ``version`` the LKG by decision (not by proof); returns the previous one."""
+        with self._lock:
+            previous = self._lkg[model]
+            self._lkg[model] = version
+        if previous != version:
+            self._persist()
+        return previous
+
+    def quarantined(self, model: str) -> list[Quarantine]:
+        """Every quarantine record of ``model``, expired ones included (they retry on next use)."""
+        return sorted((self._quarantine.get(model) or {}).values(), key=lambda q: q.version)
+
+    def now(self) -> float:
+        """The injected clock's time."""
+        return self._clock()
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def _restore(self, known_versions: Mapping[str, frozenset[str]]) -> None:
+        assert self._state_path is not None
+        try:
+            raw = json.loads(self._state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable state file %s: %s", self._state_path, exc)
+            return
+        saved = raw.get("lkg") if isinstance(raw, dict) else None
+        if not isinstance(saved, dict):
+            logger.warning("ignoring state file %s: no 'lkg' table", self._state_path)
+            return
+        for model, version in saved.items():
+            if model not in self._lkg:
+                continue
+            if not isinstance(version, str) or version not in known_versions.get(model, ()):
+                logger.warning(
+                    "state file %s: model %r has LKG %r, which the registry does not know; "
+                    "starting from %r",
+                    self._state_path,
+                    model,
+                    version,
+                    self._lkg[model],
+                )
+                continue
+            self._lkg[model] = version
+
+    def _persist(self) -> None:
+        path = self._state_path
+        if path is None:
+            return
+        with self._write_lock:  # the snapshot is taken inside, so the newest state is written last
+            with self._lock:
+                snapshot = dict(sorted(self._lkg.items()))
+            payload = json.dumps({"lkg": snapshot}, indent=2) + "\n"
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=".modelflags-state-", dir=path.parent)
+                try:
+                    with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                        stream.write(payload)
+                        stream.flush()
+                        os.fsync(stream.fileno())
+                    os.replace(tmp, path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+            except OSError as exc:
+                logger.error("cannot write state file %s: %s", path, exc)

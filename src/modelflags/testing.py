@@ -1,0 +1,1 @@
+"""Test support for applications that use modelflags, and its pytest plugin."""
