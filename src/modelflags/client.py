@@ -218,11 +218,17 @@ class ModelFlags:
 
         Used by :class:`ServedModel`; applications call the handle's methods instead.
         """
+        health = self._health
+        if health.blocked(handle.name, handle.version) is not None:
+            # Quarantined since this handle was made: do not fail (and be penalised) again.
+            lkg, entry = self._lkg_entry(handle.name)
+            if lkg != handle.version:
+                return getattr(entry.value, method)(*args, **kwargs)
         try:
             result = getattr(handle.model, method)(*args, **kwargs)
         except Exception as exc:
             return self._recover(handle, method, args, kwargs, exc)
-        if not self._health.is_proven(handle.name, handle.version):
+        if not health.is_proven(handle.name, handle.version):
             self._proved(handle.name, handle.version)
         return result
 
