@@ -37,16 +37,24 @@ class _Pending:
 
 
 class _CountedLRU(cachetools.LRUCache[Hashable, CacheEntry]):
-    """An LRU cache bounded by total bytes and by number of entries."""
+    """An LRU cache bounded by total bytes and by number of entries; reports evictions."""
 
-    def __init__(self, max_entries: int, max_bytes: float) -> None:
+    def __init__(
+        self, max_entries: int, max_bytes: float, on_evict: Callable[[Hashable], None]
+    ) -> None:
         super().__init__(maxsize=max_bytes, getsizeof=_size_of)
         self.max_entries = max_entries
+        self._on_evict = on_evict
 
     def __setitem__(self, key: Hashable, value: CacheEntry) -> None:
         while key not in self and self.currsize and len(self) >= self.max_entries:
             self.popitem()
         super().__setitem__(key, value)
+
+    def popitem(self) -> tuple[Hashable, CacheEntry]:
+        key, entry = super().popitem()
+        self._on_evict(key)
+        return key, entry
 
 
 def _size_of(entry: CacheEntry) -> int:
@@ -67,20 +75,30 @@ class ModelCache:
         self.max_models = max_models
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._lru = _CountedLRU(max_models, math.inf if max_bytes is None else max_bytes)
+        self._lru = _CountedLRU(
+            max_models, math.inf if max_bytes is None else max_bytes, self._evicted
+        )
         self._pinned: dict[Hashable, CacheEntry] = {}
+        # Every cached entry, pinned or not, for lock-free reads (a dict read is atomic).
+        self._index: dict[Hashable, CacheEntry] = {}
+        self._recent: Hashable = None
         self._pin_requests: set[Hashable] = set()
         self._pending: dict[Hashable, _Pending] = {}
         self.loads = 0
         self.oversized = 0
 
     def get(self, key: Hashable) -> CacheEntry | None:
-        """The cached entry for ``key``, or ``None``; never loads."""
-        with self._lock:
-            entry = self._pinned.get(key)
-            if entry is None:
-                entry = self._lru.get(key)
-            return entry
+        """The cached entry for ``key``, or ``None``; never loads.
+
+        Lock-free when ``key`` is the most recently used key; otherwise its recency is refreshed
+        under the lock.
+        """
+        entry = self._index.get(key)
+        if entry is not None and key != self._recent:
+            with self._lock:
+                self._lru.get(key)  # refresh recency
+                self._recent = key
+        return entry
 
     def get_or_load(self, key: Hashable, load: Callable[[], CacheEntry]) -> CacheEntry:
         """The entry for ``key``, calling ``load`` once if no thread has it yet.
@@ -141,6 +159,7 @@ class ModelCache:
         with self._lock:
             self._pinned.pop(key, None)
             self._lru.pop(key, None)
+            self._index.pop(key, None)
 
     def snapshot(self) -> dict[Hashable, tuple[int, bool]]:
         """Every cached key with its bytes and whether it is pinned."""
@@ -149,12 +168,17 @@ class ModelCache:
             result.update({key: (entry.nbytes, False) for key, entry in self._lru.items()})
             return result
 
+    def _evicted(self, key: Hashable) -> None:
+        self._index.pop(key, None)
+
     def _store(self, key: Hashable, entry: CacheEntry) -> None:
         if key in self._pin_requests:
             self._pinned[key] = entry
+            self._index[key] = entry
             return
         if self.max_bytes is not None and entry.nbytes > self.max_bytes:
             # Larger than the whole cache: served to its callers, never stored.
             self.oversized += 1
             return
         self._lru[key] = entry
+        self._index[key] = entry

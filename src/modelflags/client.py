@@ -70,6 +70,7 @@ class _Model:
     spec: ModelSpec
     flag_key: str
     versions: frozenset[str]
+    metadata: Mapping[str, Mapping[str, Any]]
 
 
 class ModelFlags:
@@ -108,7 +109,12 @@ class ModelFlags:
             raise ValueError("pass client= or domain=, not both")
         self.registry = _as_registry(registry)
         self._models = {
-            name: _Model(spec, spec.flag_key, frozenset(spec.versions))
+            name: _Model(
+                spec,
+                spec.flag_key,
+                frozenset(spec.versions),
+                {version: item.metadata for version, item in spec.versions.items()},
+            )
             for name, spec in self.registry.models.items()
         }
         self._client = client if client is not None else api.get_client(domain)
@@ -147,7 +153,29 @@ class ModelFlags:
         context = user if type(user) is EvaluationContext else to_context(user)
         health = self._health
         lkg = health.lkg(name)
-        resolution = self._resolver.resolve(name, model.flag_key, lkg, context, model.versions)
+        details = self._client.get_string_details(model.flag_key, lkg, context)
+        version = details.value
+        if (
+            details.error_code is None
+            and version in model.versions
+            and (version == lkg or health.blocked(name, version) is None)
+        ):
+            # Fast path: a valid choice whose model is cached; no lock taken.
+            entry = self._cache.get((name, version))
+            if entry is not None:
+                return ServedModel(
+                    self,
+                    name,
+                    version,
+                    version,
+                    entry.value,
+                    model.metadata[version],
+                    reason=details.reason,
+                    variant=details.variant,
+                )
+        resolution = self._resolver.interpret(
+            name, model.flag_key, lkg, details, model.versions
+        )
         return self._serve(model, resolution, lkg)
 
     async def get_model_async(self, name: str, user: object = None) -> ServedModel:
@@ -181,7 +209,7 @@ class ModelFlags:
                         version,
                         requested,
                         entry.value,
-                        model.spec.versions[version].metadata,
+                        model.metadata[version],
                         reason=resolution.reason,
                         variant=resolution.variant,
                         fell_back=requested != version,
@@ -193,7 +221,7 @@ class ModelFlags:
                 lkg,
                 requested,
                 entry.value,
-                model.spec.versions[lkg].metadata,
+                model.metadata[lkg],
                 reason=FALLBACK,
                 variant=resolution.variant,
                 fell_back=True,
@@ -205,7 +233,7 @@ class ModelFlags:
             lkg,
             requested,
             entry.value,
-            model.spec.versions[lkg].metadata,
+            model.metadata[lkg],
             reason=resolution.reason if lkg == version else FALLBACK,
             variant=resolution.variant,
             fell_back=requested != lkg,

@@ -1,0 +1,29 @@
+"""The README's examples run as documented and tell the story they promise."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quickstart_tells_its_story_without_a_failed_request() -> None:
+    """The quickstart shows the canary split, the beta user, the live edit and a safe fallback."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    first = re.search(r"canary at 10% .* v2: ([\d.]+)%", out)
+    assert first is not None and 7.0 <= float(first.group(1)) <= 13.0
+    assert "beta user 'ada' -> v3 (TARGETING_MATCH)" in out
+    edited = re.search(r"edited to 50/50 .* v2: ([\d.]+)%", out)
+    assert edited is not None and 45.0 <= float(edited.group(1)) <= 55.0
+    assert re.search(r"v4 flagged to everyone: \{'v\d': 1000\} served, 0 failed requests", out)
