@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random as _random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from .loading import Loader, LoaderRegistry
 from .registry import ModelSpec, Registry, load_registry
 from .resolution import Resolution, Resolver
 from .served import ServedModel
+from .shadow import ShadowRunner, ShadowStats, sampled
 
 __all__ = ["FALLBACK", "ModelFlags", "ModelStatus", "QuarantineStatus"]
 
@@ -71,6 +73,8 @@ class _Model:
     flag_key: str
     versions: frozenset[str]
     metadata: Mapping[str, Mapping[str, Any]]
+    shadow_flag: str | None
+    shadow_rate: float
 
 
 class ModelFlags:
@@ -104,6 +108,9 @@ class ModelFlags:
         listeners: Iterable[Listener] = (),
         loaders: Mapping[str, Loader] | None = None,
         artifacts: ArtifactStore | None = None,
+        shadow_workers: int = 1,
+        shadow_queue: int = 256,
+        random: Callable[[], float] = _random.random,
     ) -> None:
         if client is not None and domain is not None:
             raise ValueError("pass client= or domain=, not both")
@@ -114,6 +121,8 @@ class ModelFlags:
                 spec.flag_key,
                 frozenset(spec.versions),
                 {version: item.metadata for version, item in spec.versions.items()},
+                spec.shadow_flag,
+                spec.shadow_rate,
             )
             for name, spec in self.registry.models.items()
         }
@@ -123,6 +132,10 @@ class ModelFlags:
         self._artifacts = artifacts if artifacts is not None else ArtifactStore()
         self._cache = ModelCache(max_models=max_models, max_bytes=max_bytes)
         self._events = EventDispatcher(listeners)
+        self._random = random
+        self._shadow = ShadowRunner(
+            self._shadow_model, self._events.emit, workers=shadow_workers, max_pending=shadow_queue
+        )
         self._health = Health(
             {name: spec.default_version for name, spec in self.registry.models.items()},
             backoff=backoff,
@@ -172,11 +185,17 @@ class ModelFlags:
                     model.metadata[version],
                     reason=details.reason,
                     variant=details.variant,
+                    shadow_version=(
+                        None
+                        if model.shadow_flag is None
+                        else self._choose_shadow(model, version, context)
+                    ),
                 )
-        resolution = self._resolver.interpret(
-            name, model.flag_key, lkg, details, model.versions
-        )
-        return self._serve(model, resolution, lkg)
+        resolution = self._resolver.interpret(name, model.flag_key, lkg, details, model.versions)
+        handle = self._serve(model, resolution, lkg)
+        if model.shadow_flag is not None:
+            handle.shadow_version = self._choose_shadow(model, handle.version, context)
+        return handle
 
     async def get_model_async(self, name: str, user: object = None) -> ServedModel:
         """Like :meth:`get_model`: evaluates with OpenFeature's async API, loads on a thread."""
@@ -190,7 +209,20 @@ class ModelFlags:
         resolution = await self._resolver.resolve_async(
             name, model.flag_key, lkg, context, model.versions
         )
-        return await asyncio.to_thread(self._serve, model, resolution, lkg)
+        handle = await asyncio.to_thread(self._serve, model, resolution, lkg)
+        if model.shadow_flag is not None:
+            handle.shadow_version = self._choose_shadow(model, handle.version, context)
+        return handle
+
+    def _choose_shadow(self, model: _Model, serving: str, context: EvaluationContext) -> str | None:
+        assert model.shadow_flag is not None
+        name = model.spec.name
+        shadow = self._resolver.shadow(name, model.shadow_flag, serving, context, model.versions)
+        if shadow is None or not sampled(
+            model.shadow_rate, name, context.targeting_key, self._random
+        ):
+            return None
+        return shadow
 
     def _serve(self, model: _Model, resolution: Resolution, lkg: str) -> ServedModel:
         name = model.spec.name
@@ -252,10 +284,20 @@ class ModelFlags:
             lkg, entry = self._lkg_entry(handle.name)
             if lkg != handle.version:
                 return getattr(entry.value, method)(*args, **kwargs)
+        shadow = handle.shadow_version
+        started = time.perf_counter() if shadow is not None else 0.0
         try:
             result = getattr(handle.model, method)(*args, **kwargs)
         except Exception as exc:
             return self._recover(handle, method, args, kwargs, exc)
+        if shadow is not None:
+            elapsed = time.perf_counter() - started
+            if health.blocked(handle.name, shadow) is None:
+                self._shadow.submit(
+                    handle.name, handle.version, shadow, method, args, kwargs, result, elapsed
+                )
+            else:
+                self._shadow.drop(handle.name, handle.version, shadow)
         if not health.is_proven(handle.name, handle.version):
             self._proved(handle.name, handle.version)
         return result
@@ -320,6 +362,14 @@ class ModelFlags:
         )
         self._events.emit(Loaded(name, version, seconds, nbytes))
         return CacheEntry(value, nbytes)
+
+    def _shadow_model(self, name: str, version: str) -> Any:
+        """The loaded shadow version (on a shadow thread); a load failure quarantines it."""
+        try:
+            return self._entry(name, version).value
+        except VersionLoadError as exc:
+            self._failed(name, version, exc, stage="shadow load", served=None)
+            raise
 
     def _lkg_entry(self, name: str) -> tuple[str, CacheEntry]:
         """The last known good version and its loaded model; falls back to default_version."""
@@ -451,8 +501,7 @@ class ModelFlags:
 
     def release(self, name: str, version: str | None = None) -> list[str]:
         """Lift the quarantine of ``version`` (or of every version) of model ``name`` now."""
-        if name not in self._models:
-            raise ModelUnavailableError(f"unknown model {name!r}", model=name)
+        self._model(name)
         return self._health.release(name, version)
 
     def add_listener(self, listener: Listener) -> None:
@@ -464,8 +513,28 @@ class ModelFlags:
         self._events.remove(listener)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait for queued background work (events) to finish; False on timeout."""
-        return self._events.flush(timeout)
+        """Wait for queued shadow calls, then queued events; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._shadow.flush(timeout):
+            return False
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._events.flush(remaining)
+
+    def shadow_report(self, name: str) -> dict[tuple[str, str], ShadowStats]:
+        """Shadow statistics of model ``name`` per (primary, shadow) version pair."""
+        self._model(name)
+        return self._shadow.report(name)
+
+    def reset_shadow(self, name: str) -> None:
+        """Forget the shadow statistics of model ``name``."""
+        self._model(name)
+        self._shadow.reset(name)
+
+    def _model(self, name: str) -> _Model:
+        model = self._models.get(name)
+        if model is None:
+            raise ModelUnavailableError(f"unknown model {name!r}", model=name)
+        return model
 
     def close(self) -> None:
         """Stop background work and release resources. Idempotent."""
@@ -476,6 +545,7 @@ class ModelFlags:
             self._client.remove_handler(
                 ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_change
             )
+        self._shadow.close()
         self._events.close()
         self._artifacts.close()
 

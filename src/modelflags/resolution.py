@@ -100,6 +100,37 @@ class Resolver:
         cause = f"flag {flag_key!r} could not be evaluated ({code}: {details.error_message or ''})"
         return self._fail(model, flag_key, default, cause, None, details)
 
+    def shadow(
+        self,
+        model: str,
+        flag_key: str,
+        serving: str,
+        context: EvaluationContext,
+        versions: Collection[str],
+    ) -> str | None:
+        """The version a shadow flag names beside ``serving``, or ``None``.
+
+        Empty, equal to the serving version, unknown to the registry or not evaluable: ``None``
+        (unknown ids and errors are logged once per cause).
+        """
+        details = self.client.get_string_details(flag_key, "", context)
+        value = details.value
+        if details.error_code is None and (not value or value == serving):
+            return None
+        if details.error_code is None and value in versions:
+            return value
+        if details.error_code is None:
+            cause = (
+                f"shadow flag {flag_key!r} chose version {value!r}, "
+                "which the registry does not know"
+            )
+        else:
+            code = getattr(details.error_code, "value", details.error_code)
+            message = details.error_message or ""
+            cause = f"shadow flag {flag_key!r} could not be evaluated ({code}: {message})"
+        self._note(model, cause, "no shadow")
+        return None
+
     def errors(self, model: str) -> tuple[int, str | None]:
         """How many evaluations of ``model`` fell back to the default, and the last cause."""
         with self._lock:
@@ -114,17 +145,19 @@ class Resolver:
         requested: str | None,
         details: FlagEvaluationDetails[str],
     ) -> Resolution:
-        key = (model, cause)
         with self._lock:
             self._errors[model] = self._errors.get(model, 0) + 1
             self._last_error[model] = cause
+        self._note(model, cause, f"serving {default!r}")
+        return Resolution(default, requested, details.variant, Reason.ERROR.value, cause)
+
+    def _note(self, model: str, cause: str, outcome: str) -> None:
+        key = (model, cause)
+        with self._lock:
             first = key not in self._seen
             if first:
                 if len(self._seen) >= _MAX_REMEMBERED_CAUSES:
                     self._seen.clear()
                 self._seen.add(key)
         if first:
-            logger.warning(
-                "model %r: %s; serving %r (logged once per cause)", model, cause, default
-            )
-        return Resolution(default, requested, details.variant, Reason.ERROR.value, cause)
+            logger.warning("model %r: %s; %s (logged once per cause)", model, cause, outcome)

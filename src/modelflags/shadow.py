@@ -1,0 +1,337 @@
+"""Shadow mode: mirror inference calls to a candidate version in the background, and compare.
+
+The request thread only decides whether to mirror (sampling) and hands the call to a bounded
+executor; when the executor's queue is full the call is dropped and counted, never waited for. The
+shadow version is loaded through the same cache and single flight as any version, on the shadow
+thread. Its result is compared with the primary's and folded into per-pair statistics; nothing
+the shadow does can change, delay or fail the primary call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from .stats import LatencyHistogram
+
+__all__ = ["ShadowResult", "ShadowRunner", "ShadowStats", "compare", "sampled"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowStats:
+    """What shadowing ``shadow`` beside ``primary`` has shown so far.
+
+    ``mirrored``: calls handed to the shadow; ``compared``: shadow calls that completed and were
+    compared; ``dropped``: calls not mirrored because the queue was full or the shadow version was
+    quarantined; ``errors``: shadow calls that raised or could not load. ``agreement`` is the share
+    of output elements equal in both (label outputs); ``mean_abs_diff`` and ``max_abs_diff`` are
+    over numeric output elements. Latencies are seconds (quantiles within 1%).
+    """
+
+    primary: str
+    shadow: str
+    mirrored: int
+    compared: int
+    dropped: int
+    errors: int
+    agreement: float | None
+    mean_abs_diff: float | None
+    max_abs_diff: float | None
+    primary_p50: float | None
+    primary_p95: float | None
+    shadow_p50: float | None
+    shadow_p95: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowResult:
+    """One compared (or failed) shadow call, sent to listeners."""
+
+    model: str
+    primary: str
+    shadow: str
+    method: str
+    agreed: float | None
+    mean_abs_diff: float | None
+    max_abs_diff: float | None
+    primary_latency: float
+    shadow_latency: float | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """How two outputs of one call compare, element by element."""
+
+    elements: int
+    equal: int
+    numeric: int
+    abs_diff_sum: float
+    abs_diff_max: float | None
+
+
+def compare(primary: Any, shadow: Any) -> Comparison:
+    """Compare two outputs element-wise; outputs of different shapes agree on nothing."""
+    import numpy as np
+
+    left = np.asarray(primary)
+    right = np.asarray(shadow)
+    if left.shape != right.shape:
+        size = max(left.size, right.size, 1)
+        return Comparison(size, 0, 0, 0.0, None)
+    size = int(left.size)
+    equal = int(np.count_nonzero(left == right)) if size else 0
+    if (
+        size
+        and np.issubdtype(left.dtype, np.number)
+        and np.issubdtype(right.dtype, np.number)
+        and not np.issubdtype(left.dtype, np.bool_)
+    ):
+        diff = np.abs(left.astype(np.float64) - right.astype(np.float64))
+        return Comparison(size, equal, size, float(diff.sum()), float(diff.max()))
+    return Comparison(size, equal, 0, 0.0, None)
+
+
+def sampled(
+    rate: float, model: str, targeting_key: str | None, random: Callable[[], float]
+) -> bool:
+    """Whether a request is mirrored: fixed per targeting key, random without one."""
+    if rate >= 1.0:
+        return True
+    if rate <= 0.0:
+        return False
+    if targeting_key is None:
+        return random() < rate
+    digest = hashlib.blake2b(f"{model}\x00{targeting_key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < rate
+
+
+class _PairStats:
+    """Running sums for one (primary, shadow) pair; guarded by the runner's lock."""
+
+    __slots__ = (
+        "abs_diff_max",
+        "abs_diff_sum",
+        "compared",
+        "dropped",
+        "elements",
+        "equal",
+        "errors",
+        "mirrored",
+        "numeric",
+        "primary_latency",
+        "shadow_latency",
+    )
+
+    def __init__(self) -> None:
+        self.mirrored = self.compared = self.dropped = self.errors = 0
+        self.elements = self.equal = self.numeric = 0
+        self.abs_diff_sum = 0.0
+        self.abs_diff_max: float | None = None
+        self.primary_latency = LatencyHistogram()
+        self.shadow_latency = LatencyHistogram()
+
+    def freeze(self, primary: str, shadow: str) -> ShadowStats:
+        p, s = self.primary_latency, self.shadow_latency
+        return ShadowStats(
+            primary=primary,
+            shadow=shadow,
+            mirrored=self.mirrored,
+            compared=self.compared,
+            dropped=self.dropped,
+            errors=self.errors,
+            agreement=self.equal / self.elements if self.elements else None,
+            mean_abs_diff=self.abs_diff_sum / self.numeric if self.numeric else None,
+            max_abs_diff=self.abs_diff_max,
+            primary_p50=p.quantile(0.5),
+            primary_p95=p.quantile(0.95),
+            shadow_p50=s.quantile(0.5),
+            shadow_p95=s.quantile(0.95),
+        )
+
+
+ShadowModel = Callable[[str, str], Any]
+"""Returns the loaded shadow model for (model, version), or raises; may load (single flight)."""
+
+
+class ShadowRunner:
+    """Runs mirrored calls on a bounded pool of background threads and keeps their statistics.
+
+    Safe to share between threads. ``workers`` threads run shadow calls; at most ``max_pending``
+    calls wait or run at once, beyond which new ones are dropped (counted). :meth:`close` cancels
+    what has not started and joins the threads.
+    """
+
+    def __init__(
+        self,
+        resolve_model: ShadowModel,
+        emit: Callable[[object], None],
+        *,
+        workers: int = 1,
+        max_pending: int = 256,
+    ) -> None:
+        self._resolve_model = resolve_model
+        self._emit = emit
+        self._workers = workers
+        self._slots = threading.BoundedSemaphore(max_pending)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
+        self._stats: dict[tuple[str, str, str], _PairStats] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    def submit(
+        self,
+        model: str,
+        primary: str,
+        shadow: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        result: Any,
+        primary_latency: float,
+    ) -> bool:
+        """Mirror one completed primary call; False (and counted) when it had to be dropped."""
+        key = (model, primary, shadow)
+        if self._closed or not self._slots.acquire(blocking=False):
+            with self._lock:
+                self._pair(key).dropped += 1
+            return False
+        with self._lock:
+            self._pair(key).mirrored += 1
+            self._in_flight += 1
+            executor = self._executor
+            if executor is None:
+                executor = self._executor = ThreadPoolExecutor(
+                    max_workers=self._workers, thread_name_prefix="modelflags-shadow"
+                )
+        try:
+            executor.submit(self._run, key, method, args, kwargs, result, primary_latency)
+        except RuntimeError:  # shut down meanwhile
+            self._finished()
+            return False
+        return True
+
+    def drop(self, model: str, primary: str, shadow: str) -> None:
+        """Count a call that could not be mirrored (for example: the shadow is quarantined)."""
+        with self._lock:
+            self._pair((model, primary, shadow)).dropped += 1
+
+    def report(self, model: str) -> dict[tuple[str, str], ShadowStats]:
+        """Statistics per (primary, shadow) pair of ``model``."""
+        with self._lock:
+            return {
+                (primary, shadow): pair.freeze(primary, shadow)
+                for (owner, primary, shadow), pair in sorted(self._stats.items())
+                if owner == model
+            }
+
+    def reset(self, model: str) -> None:
+        """Forget the statistics of ``model``."""
+        with self._lock:
+            for key in [key for key in self._stats if key[0] == model]:
+                del self._stats[key]
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until no shadow call is queued or running; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._in_flight:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def close(self, *, drain: bool = False) -> None:
+        """Stop: cancel queued calls (or run them, with ``drain``) and join the threads."""
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=not drain)
+        with self._idle:
+            self._in_flight = 0
+            self._idle.notify_all()
+
+    def _pair(self, key: tuple[str, str, str]) -> _PairStats:
+        pair = self._stats.get(key)
+        if pair is None:
+            pair = self._stats[key] = _PairStats()
+        return pair
+
+    def _finished(self) -> None:
+        self._slots.release()
+        with self._idle:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.notify_all()
+
+    def _run(
+        self,
+        key: tuple[str, str, str],
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        result: Any,
+        primary_latency: float,
+    ) -> None:
+        model, _, shadow = key
+        try:
+            error: str | None = None
+            comparison: Comparison | None = None
+            elapsed: float | None = None
+            try:
+                shadow_model = self._resolve_model(model, shadow)
+                started = time.perf_counter()
+                output = getattr(shadow_model, method)(*args, **kwargs)
+                elapsed = time.perf_counter() - started
+                comparison = compare(result, output)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                logger.debug("shadow %r of model %r failed: %s", shadow, model, error)
+            with self._lock:
+                pair = self._pair(key)
+                pair.primary_latency.add(primary_latency)
+                if comparison is None:
+                    pair.errors += 1
+                else:
+                    assert elapsed is not None
+                    pair.compared += 1
+                    pair.shadow_latency.add(elapsed)
+                    pair.elements += comparison.elements
+                    pair.equal += comparison.equal
+                    pair.numeric += comparison.numeric
+                    pair.abs_diff_sum += comparison.abs_diff_sum
+                    if comparison.abs_diff_max is not None:
+                        pair.abs_diff_max = max(pair.abs_diff_max or 0.0, comparison.abs_diff_max)
+            self._emit(_result(key, method, comparison, primary_latency, elapsed, error))
+        except BaseException:  # pragma: no cover - a bug here must never surface anywhere else
+            logger.exception("shadow bookkeeping failed")
+        finally:
+            self._finished()
+
+
+def _result(
+    key: tuple[str, str, str],
+    method: str,
+    comparison: Comparison | None,
+    primary_latency: float,
+    shadow_latency: float | None,
+    error: str | None,
+) -> ShadowResult:
+    agreed = mean = peak = None
+    if comparison is not None:
+        agreed = comparison.equal / comparison.elements if comparison.elements else None
+        mean = comparison.abs_diff_sum / comparison.numeric if comparison.numeric else None
+        peak = comparison.abs_diff_max
+    return ShadowResult(*key, method, agreed, mean, peak, primary_latency, shadow_latency, error)
