@@ -11,7 +11,7 @@ import pytest
 from modelflags import ModelFlags
 from modelflags.cache import CacheEntry, ModelCache
 
-from conftest import Workspace
+from support import Workspace
 from models import Constant
 
 

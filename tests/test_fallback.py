@@ -25,7 +25,7 @@ from modelflags import (
 )
 from modelflags.health import STATE_FILE
 
-from conftest import FakeClock, Workspace
+from support import FakeClock, Workspace
 from models import Broken, Constant, PickyAboutInput
 
 X = np.zeros((3, 2))

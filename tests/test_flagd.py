@@ -16,7 +16,7 @@ from openfeature.contrib.provider.flagd.config import ResolverType
 
 from modelflags import ModelFlags
 
-from conftest import Workspace
+from support import Workspace
 from models import Constant
 
 

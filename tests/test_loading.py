@@ -15,7 +15,7 @@ from modelflags import DeserializationError, DigestMismatchError, ModelFlags, Re
 from modelflags.artifacts import ArtifactStore
 from modelflags.registry import Registry
 
-from conftest import Workspace
+from support import Workspace
 from models import Constant
 
 MARKER = Path("/nonexistent")

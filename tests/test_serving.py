@@ -19,7 +19,7 @@ from pydantic import BaseModel
 import modelflags
 from modelflags import ModelFlags, ModelUnavailableError
 
-from conftest import Workspace
+from support import Workspace
 
 
 @pytest.fixture

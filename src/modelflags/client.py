@@ -10,8 +10,9 @@ import contextlib
 import logging
 import os
 import random as _random
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -20,8 +21,11 @@ from typing import Any
 from openfeature import api
 from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
-from openfeature.event import EventDetails, ProviderEvent
+from openfeature.event import EventDetails, ProviderEvent, ProviderEventDetails
+from openfeature.flag_evaluation import FlagEvaluationDetails
+from openfeature.provider import FeatureProvider
 
+from . import pins
 from .artifacts import ArtifactStore
 from .cache import CacheEntry, ModelCache
 from .context import to_context
@@ -30,13 +34,16 @@ from .events import BecameLKG, EventDispatcher, FellBack, Listener, Loaded, Load
 from .health import Backoff, Health
 from .loading import Loader, LoaderRegistry
 from .registry import ModelSpec, Registry, load_registry
-from .resolution import Resolution, Resolver
+from .resolution import OVERRIDE, Resolution, Resolver
 from .served import ServedModel
 from .shadow import ShadowRunner, ShadowStats, sampled
 
 __all__ = ["FALLBACK", "ModelFlags", "ModelStatus", "QuarantineStatus"]
 
 logger = logging.getLogger(__name__)
+
+OVERRIDES_ENV = "MODELFLAGS_OVERRIDES"
+"""Environment variable naming an override file; read once, when a ModelFlags is made."""
 
 FALLBACK = "FALLBACK"
 """The ``reason`` of a handle served by the last known good version after a failure."""
@@ -111,6 +118,7 @@ class ModelFlags:
         shadow_workers: int = 1,
         shadow_queue: int = 256,
         random: Callable[[], float] = _random.random,
+        overrides: str | os.PathLike[str] | None = None,
     ) -> None:
         if client is not None and domain is not None:
             raise ValueError("pass client= or domain=, not both")
@@ -127,7 +135,12 @@ class ModelFlags:
             for name, spec in self.registry.models.items()
         }
         self._client = client if client is not None else api.get_client(domain)
-        self._resolver = Resolver(self._client)
+        if overrides is None:
+            overrides = os.environ.get(OVERRIDES_ENV) or None
+        self._overrides = _overrides_provider(overrides, self._on_override_event)
+        self._resolver = Resolver(self._client, overrides=self._overrides)
+        self._pins: Mapping[str, str] = {}
+        self._pins_lock = threading.Lock()
         self._loaders = LoaderRegistry(loaders)
         self._artifacts = artifacts if artifacts is not None else ArtifactStore()
         self._cache = ModelCache(max_models=max_models, max_bytes=max_bytes)
@@ -166,7 +179,10 @@ class ModelFlags:
         context = user if type(user) is EvaluationContext else to_context(user)
         health = self._health
         lkg = health.lkg(name)
-        details = self._client.get_string_details(model.flag_key, lkg, context)
+        if self._overrides is None and not self._pins and not pins.ACTIVE:
+            details = self._client.get_string_details(model.flag_key, lkg, context)
+        else:
+            details = self._evaluate(model, lkg, context)
         version = details.value
         if (
             details.error_code is None
@@ -206,13 +222,62 @@ class ModelFlags:
             raise ModelUnavailableError(f"unknown model {name!r}", model=name)
         context = user if type(user) is EvaluationContext else to_context(user)
         lkg = self._health.lkg(name)
-        resolution = await self._resolver.resolve_async(
-            name, model.flag_key, lkg, context, model.versions
-        )
+        if self._pins or pins.ACTIVE:
+            details = self._evaluate(model, lkg, context)
+            resolution = self._resolver.interpret(
+                name, model.flag_key, lkg, details, model.versions
+            )
+        else:
+            resolution = await self._resolver.resolve_async(
+                name, model.flag_key, lkg, context, model.versions
+            )
         handle = await asyncio.to_thread(self._serve, model, resolution, lkg)
         if model.shadow_flag is not None:
             handle.shadow_version = self._choose_shadow(model, handle.version, context)
         return handle
+
+    def _evaluate(
+        self, model: _Model, default: str, context: EvaluationContext
+    ) -> FlagEvaluationDetails[str]:
+        """Pins first (this instance's, then process-wide), then override files, then flags."""
+        name = model.spec.name
+        pinned = self._pins.get(name) or pins.ACTIVE.get(name)
+        if pinned is None:
+            return self._resolver.evaluate(model.flag_key, default, context)
+        if pinned not in model.versions:
+            raise ModelUnavailableError(
+                f"model {name!r} is pinned to version {pinned!r}, which the registry does not "
+                f"have (known: {', '.join(sorted(model.versions))})",
+                model=name,
+                version=pinned,
+            )
+        return FlagEvaluationDetails(model.flag_key, pinned, variant=pinned, reason=OVERRIDE)
+
+    @contextlib.contextmanager
+    def override(self, **versions: str) -> Iterator[None]:
+        """Pin models to versions for the block: ``with flags.override(recommender="v2"):``.
+
+        Pins are by model name and win over flags and override files. Blocks nest: leaving one
+        restores the pins that were in force when it was entered. Unknown models or versions
+        raise :class:`ModelUnavailableError` at once.
+        """
+        for name, version in versions.items():
+            model = self._model(name)
+            if version not in model.versions:
+                raise ModelUnavailableError(
+                    f"cannot pin model {name!r} to {version!r}: the registry has "
+                    f"{', '.join(sorted(model.versions))}",
+                    model=name,
+                    version=version,
+                )
+        with self._pins_lock:
+            previous = self._pins
+            self._pins = {**previous, **versions}
+        try:
+            yield
+        finally:
+            with self._pins_lock:
+                self._pins = previous
 
     def _choose_shadow(self, model: _Model, serving: str, context: EvaluationContext) -> str | None:
         assert model.shadow_flag is not None
@@ -451,7 +516,17 @@ class ModelFlags:
             self._cache.unpin((name, previous))
             self._events.emit(BecameLKG(name, version, previous))
 
-    def _on_change(self, details: EventDetails) -> None:
+    def _on_override_event(
+        self, provider: FeatureProvider, event: ProviderEvent, details: ProviderEventDetails
+    ) -> None:
+        if event is ProviderEvent.PROVIDER_CONFIGURATION_CHANGED:
+            self._on_change(details)
+        elif event is ProviderEvent.PROVIDER_ERROR:
+            logger.error(
+                "override file: %s (the last good overrides stay in force)", details.message
+            )
+
+    def _on_change(self, details: EventDetails | ProviderEventDetails) -> None:
         changed = set(details.flags_changed) if details.flags_changed else None
         for name, model in self._models.items():
             if changed is None or model.flag_key in changed:
@@ -545,6 +620,8 @@ class ModelFlags:
             self._client.remove_handler(
                 ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_change
             )
+        if self._overrides is not None:
+            self._overrides.shutdown()
         self._shadow.close()
         self._events.close()
         self._artifacts.close()
@@ -565,6 +642,29 @@ def _pairs(
     cached: Mapping[Any, tuple[int, bool]],
 ) -> Iterable[tuple[tuple[str, str], tuple[int, bool]]]:
     return cached.items()
+
+
+def _overrides_provider(
+    path: str | os.PathLike[str] | None,
+    on_event: Callable[[FeatureProvider, ProviderEvent, ProviderEventDetails], None],
+) -> FeatureProvider | None:
+    """The override layer for ``path`` (watched, initialized), or None without a path."""
+    if path is None:
+        return None
+    try:
+        from modelflags_provider_overrides import OverridesError, OverridesProvider
+    except ImportError as exc:
+        raise ModelFlagsError(
+            "override files need the modelflags-provider-overrides package "
+            "(pip install -e providers/overrides)"
+        ) from exc
+    try:
+        provider = OverridesProvider(path=path)
+    except OverridesError as exc:
+        raise ModelFlagsError(str(exc)) from exc
+    provider.attach(on_event)
+    provider.initialize(EvaluationContext())
+    return provider
 
 
 def _as_registry(registry: str | os.PathLike[str] | Registry | Mapping[str, Any]) -> Registry:

@@ -15,13 +15,17 @@ from typing import NamedTuple
 
 from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
+from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagEvaluationDetails, Reason
+from openfeature.provider import FeatureProvider
 
 __all__ = ["Resolution", "Resolver"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_REMEMBERED_CAUSES = 1024
+OVERRIDE = "OVERRIDE"
+"""The reason of an answer from an override file or a pin."""
 
 
 class Resolution(NamedTuple):
@@ -45,8 +49,11 @@ class Resolver:
     guarded by a lock taken only on the error path.
     """
 
-    def __init__(self, client: OpenFeatureClient) -> None:
+    def __init__(
+        self, client: OpenFeatureClient, *, overrides: FeatureProvider | None = None
+    ) -> None:
         self.client = client
+        self.overrides = overrides
         self._lock = threading.Lock()
         self._seen: set[tuple[str, str]] = set()
         self._errors: dict[str, int] = {}
@@ -61,8 +68,26 @@ class Resolver:
         versions: Collection[str],
     ) -> Resolution:
         """Evaluate ``flag_key``; the result's version is always one of ``versions``."""
-        details = self.client.get_string_details(flag_key, default, context)
+        details = self.evaluate(flag_key, default, context)
         return self.interpret(model, flag_key, default, details, versions)
+
+    def evaluate(
+        self, flag_key: str, default: str, context: EvaluationContext
+    ) -> FlagEvaluationDetails[str]:
+        """The flag's details: from the override layer when it answers, else from the client."""
+        overrides = self.overrides
+        if overrides is not None:
+            answer = overrides.resolve_string_details(flag_key, default, context)
+            if answer.reason == OVERRIDE or answer.error_code is ErrorCode.TYPE_MISMATCH:
+                return FlagEvaluationDetails(
+                    flag_key,
+                    answer.value,
+                    variant=answer.variant,
+                    reason=answer.reason,
+                    error_code=answer.error_code,
+                    error_message=answer.error_message,
+                )
+        return self.client.get_string_details(flag_key, default, context)
 
     async def resolve_async(
         self,
@@ -73,7 +98,10 @@ class Resolver:
         versions: Collection[str],
     ) -> Resolution:
         """Like :meth:`resolve`, through OpenFeature's async evaluation API."""
-        details = await self.client.get_string_details_async(flag_key, default, context)
+        if self.overrides is not None:
+            details = self.evaluate(flag_key, default, context)  # local files: no I/O to await
+        else:
+            details = await self.client.get_string_details_async(flag_key, default, context)
         return self.interpret(model, flag_key, default, details, versions)
 
     def interpret(
@@ -113,7 +141,7 @@ class Resolver:
         Empty, equal to the serving version, unknown to the registry or not evaluable: ``None``
         (unknown ids and errors are logged once per cause).
         """
-        details = self.client.get_string_details(flag_key, "", context)
+        details = self.evaluate(flag_key, "", context)
         value = details.value
         if details.error_code is None and (not value or value == serving):
             return None
