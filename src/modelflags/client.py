@@ -33,6 +33,7 @@ from .errors import ModelFlagsError, ModelUnavailableError, VersionLoadError
 from .events import BecameLKG, EventDispatcher, FellBack, Listener, Loaded, LoadFailed, Quarantined
 from .health import Backoff, Health
 from .loading import Loader, LoaderRegistry
+from .prewarm import Prewarmer
 from .registry import ModelSpec, Registry, load_registry
 from .resolution import OVERRIDE, Resolution, Resolver
 from .served import ServedModel
@@ -47,6 +48,9 @@ OVERRIDES_ENV = "MODELFLAGS_OVERRIDES"
 
 FALLBACK = "FALLBACK"
 """The ``reason`` of a handle served by the last known good version after a failure."""
+
+PREWARMING = "PREWARMING"
+"""The ``reason`` of a handle served by the LKG while the chosen version loads after a change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,8 @@ class ModelFlags:
         shadow_queue: int = 256,
         random: Callable[[], float] = _random.random,
         overrides: str | os.PathLike[str] | None = None,
+        prewarm: bool = True,
+        prewarm_sample: int = 64,
     ) -> None:
         if client is not None and domain is not None:
             raise ValueError("pass client= or domain=, not both")
@@ -158,8 +164,22 @@ class ModelFlags:
         )
         for name in self._models:
             self._cache.pin((name, self._health.lkg(name)))
+        self._prewarmer = (
+            Prewarmer(
+                self._selects,
+                self._needs_load,
+                self._load_for_prewarm,
+                self._events.emit,
+                sample=prewarm_sample,
+            )
+            if prewarm
+            else None
+        )
         self._closed = False
+        self._subscriptions: list[tuple[Any, Callable[..., None]]] = []
         self._client.add_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_change)
+        self._client.add_handler(ProviderEvent.PROVIDER_READY, self._on_ready)
+        self._subscribe(self._client.provider)
 
     # -- serving --------------------------------------------------------------------------------
 
@@ -177,6 +197,8 @@ class ModelFlags:
                 model=name,
             )
         context = user if type(user) is EvaluationContext else to_context(user)
+        if self._prewarmer is not None:
+            self._prewarmer.ring(name).add(context)
         health = self._health
         lkg = health.lkg(name)
         if self._overrides is None and not self._pins and not pins.ACTIVE:
@@ -221,6 +243,8 @@ class ModelFlags:
         if model is None:
             raise ModelUnavailableError(f"unknown model {name!r}", model=name)
         context = user if type(user) is EvaluationContext else to_context(user)
+        if self._prewarmer is not None:
+            self._prewarmer.ring(name).add(context)
         lkg = self._health.lkg(name)
         if self._pins or pins.ACTIVE:
             details = self._evaluate(model, lkg, context)
@@ -231,7 +255,9 @@ class ModelFlags:
             resolution = await self._resolver.resolve_async(
                 name, model.flag_key, lkg, context, model.versions
             )
-        handle = await asyncio.to_thread(self._serve, model, resolution, lkg)
+        handle = self._serve_cached(model, resolution, lkg)
+        if handle is None:  # a load (or a fallback that may load): off the event loop
+            handle = await asyncio.to_thread(self._serve, model, resolution, lkg)
         if model.shadow_flag is not None:
             handle.shadow_version = self._choose_shadow(model, handle.version, context)
         return handle
@@ -289,11 +315,52 @@ class ModelFlags:
             return None
         return shadow
 
+    def _serve_cached(self, model: _Model, resolution: Resolution, lkg: str) -> ServedModel | None:
+        """The handle when the chosen version is valid and cached (no I/O), else None."""
+        name = model.spec.name
+        version = resolution.version
+        if resolution.error is not None or (
+            version != lkg and self._health.blocked(name, version) is not None
+        ):
+            return None
+        entry = self._cache.get((name, version))
+        if entry is None:
+            return None
+        return ServedModel(
+            self,
+            name,
+            version,
+            version,
+            entry.value,
+            model.metadata[version],
+            reason=resolution.reason,
+            variant=resolution.variant,
+        )
+
     def _serve(self, model: _Model, resolution: Resolution, lkg: str) -> ServedModel:
         name = model.spec.name
         version = resolution.version
         requested = resolution.requested or version
         if version != lkg:
+            prewarmer = self._prewarmer
+            if (
+                prewarmer is not None
+                and prewarmer.warming(name, version)
+                and self._cache.get((name, version)) is None
+            ):
+                # Loading in the background after a flag change: answer now with the LKG.
+                lkg, entry = self._lkg_entry(name)
+                return ServedModel(
+                    self,
+                    name,
+                    lkg,
+                    requested,
+                    entry.value,
+                    model.metadata[lkg],
+                    reason=PREWARMING,
+                    variant=resolution.variant,
+                    fell_back=True,
+                )
             if self._health.blocked(name, version) is None:
                 try:
                     entry = self._entry(name, version)
@@ -428,6 +495,26 @@ class ModelFlags:
         self._events.emit(Loaded(name, version, seconds, nbytes))
         return CacheEntry(value, nbytes)
 
+    def _selects(self, name: str, context: EvaluationContext) -> str | None:
+        """The version the flag of ``name`` selects for ``context`` now (prewarm)."""
+        model = self._models[name]
+        lkg = self._health.lkg(name)
+        details = self._evaluate(model, lkg, context)
+        resolution = self._resolver.interpret(name, model.flag_key, lkg, details, model.versions)
+        return resolution.version if resolution.error is None else None
+
+    def _needs_load(self, name: str, version: str) -> bool:
+        return (
+            self._cache.get((name, version)) is None and self._health.blocked(name, version) is None
+        )
+
+    def _load_for_prewarm(self, name: str, version: str) -> None:
+        try:
+            self._entry(name, version)
+        except VersionLoadError as exc:
+            self._failed(name, version, exc, stage="prewarm", served=None)
+            raise
+
     def _shadow_model(self, name: str, version: str) -> Any:
         """The loaded shadow version (on a shadow thread); a load failure quarantines it."""
         try:
@@ -526,18 +613,49 @@ class ModelFlags:
                 "override file: %s (the last good overrides stay in force)", details.message
             )
 
+    def _subscribe(self, provider: object) -> None:
+        """Follow a provider's own handler list, for providers that do not forward to the SDK."""
+        add = getattr(provider, "add_handler", None)
+        if not callable(add) or any(p is provider for p, _ in self._subscriptions):
+            return
+        try:
+            add(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_provider_event)
+        except Exception:
+            logger.debug("provider %r refused a handler", provider, exc_info=True)
+            return
+        self._subscriptions.append((provider, self._on_provider_event))
+
+    def _on_ready(self, details: EventDetails) -> None:
+        self._subscribe(self._client.provider)  # a new provider may have been set
+
+    def _on_provider_event(self, details: object) -> None:
+        if isinstance(details, Mapping):  # the Unleash provider hands its handlers a dict
+            keys = details.get("flag_keys") or details.get("flags_changed")
+            changed = ProviderEventDetails(flags_changed=list(keys) if keys else None)
+        elif isinstance(details, ProviderEventDetails):
+            changed = details
+        else:
+            changed = ProviderEventDetails()
+        self._on_change(changed)
+
     def _on_change(self, details: EventDetails | ProviderEventDetails) -> None:
         changed = set(details.flags_changed) if details.flags_changed else None
-        for name, model in self._models.items():
-            if changed is None or model.flag_key in changed:
-                released = self._health.release(name)
-                if released:
-                    logger.info(
-                        "model %r: flag %r changed; quarantine lifted for %s",
-                        name,
-                        model.flag_key,
-                        ", ".join(released),
-                    )
+        affected = [
+            name
+            for name, model in self._models.items()
+            if changed is None or model.flag_key in changed
+        ]
+        for name in affected:
+            released = self._health.release(name)
+            if released:
+                logger.info(
+                    "model %r: flag %r changed; quarantine lifted for %s",
+                    name,
+                    self._models[name].flag_key,
+                    ", ".join(released),
+                )
+        if self._prewarmer is not None and not self._closed:
+            self._prewarmer.schedule(affected)
 
     # -- operations -----------------------------------------------------------------------------
 
@@ -620,6 +738,15 @@ class ModelFlags:
             self._client.remove_handler(
                 ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_change
             )
+        for event, handler in ((ProviderEvent.PROVIDER_READY, self._on_ready),):
+            with contextlib.suppress(ValueError):
+                self._client.remove_handler(event, handler)
+        for provider, handler in self._subscriptions:
+            with contextlib.suppress(Exception):
+                provider.remove_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, handler)
+        self._subscriptions.clear()
+        if self._prewarmer is not None:
+            self._prewarmer.close()
         if self._overrides is not None:
             self._overrides.shutdown()
         self._shadow.close()
