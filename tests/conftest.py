@@ -13,6 +13,8 @@ from sklearn.linear_model import LogisticRegression
 
 from support import FakeClock, Workspace, memory_provider
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(autouse=True)
 def _reset_openfeature() -> Iterator[None]:
