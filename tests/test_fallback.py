@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,8 +26,8 @@ from modelflags import (
 )
 from modelflags.health import STATE_FILE
 
-from support import FakeClock, Workspace
 from models import Broken, Constant, PickyAboutInput
+from support import FakeClock, Workspace
 
 X = np.zeros((3, 2))
 
@@ -317,17 +318,23 @@ def test_flag_change_event_lifts_quarantine(
     workspace: Workspace, set_flags: Callable[..., None], clock: FakeClock
 ) -> None:
     """When the flag is changed at its source, its model's quarantined versions get another try."""
+    from openfeature import api
+    from openfeature.event import ProviderEventDetails
+
     workspace.add("m", "v1", Constant(1))
     add_bad(workspace, "corrupt pickle")
     set_flags(m="v2")
+    provider = api.get_client().provider
     # Without prewarm: a prewarm pass would retry v2 at once and quarantine it again.
     with ModelFlags(workspace.write(), clock=clock, prewarm=False) as flags:
         flags.get_model("m")
         assert flags.status()["m"].quarantined
-        from openfeature.event import EventDetails
-
-        flags._on_change(EventDetails(flags_changed=["other"]))
+        provider.emit_provider_configuration_changed(ProviderEventDetails(flags_changed=["other"]))
+        time.sleep(0.2)  # the SDK delivers events on its own thread
         assert flags.status()["m"].quarantined
-        flags._on_change(EventDetails(flags_changed=["m"]))
+        provider.emit_provider_configuration_changed(ProviderEventDetails(flags_changed=["m"]))
+        deadline = time.monotonic() + 5
+        while flags.status()["m"].quarantined and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert flags.status()["m"].quarantined == ()
         assert flags.release("m") == []

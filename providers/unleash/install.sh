@@ -31,17 +31,8 @@ for pkg in "${APT_PACKAGES[@]}"; do
     fi
 done
 if ((${#missing[@]})); then
-    need_update=0
-    for pkg in "${missing[@]}"; do
-        candidate="$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')"
-        if [[ -z "$candidate" || "$candidate" == "(none)" ]]; then
-            need_update=1
-        fi
-    done
-    if ((need_update)); then
-        log "apt-get update"
-        apt-get update -qq
-    fi
+    log "apt-get update"
+    apt-get update -qq
     log "apt-get install ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 else

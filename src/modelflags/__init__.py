@@ -12,7 +12,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from .client import FALLBACK, ModelFlags, ModelStatus, QuarantineStatus
+from .client import FALLBACK, ModelFlags
 from .errors import (
     ArtifactError,
     ArtifactNotFoundError,
@@ -29,6 +29,7 @@ from .events import BecameLKG, FellBack, Loaded, LoadFailed, Quarantined
 from .health import Backoff
 from .registry import ModelSpec, Registry, VersionSpec, load_registry
 from .served import ServedModel
+from .status import ModelStatus, QuarantineStatus
 
 __all__ = [
     "FALLBACK",

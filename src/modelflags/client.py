@@ -21,13 +21,12 @@ from typing import Any
 from openfeature import api
 from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
-from openfeature.event import EventDetails, ProviderEvent, ProviderEventDetails
 from openfeature.flag_evaluation import FlagEvaluationDetails
-from openfeature.provider import FeatureProvider
 
 from . import pins
 from .artifacts import ArtifactStore
 from .cache import CacheEntry, ModelCache
+from .changes import ChangeFeed, overrides_provider
 from .context import to_context
 from .errors import ModelFlagsError, ModelUnavailableError, VersionLoadError
 from .events import BecameLKG, EventDispatcher, FellBack, Listener, Loaded, LoadFailed, Quarantined
@@ -38,6 +37,7 @@ from .registry import ModelSpec, Registry, load_registry
 from .resolution import OVERRIDE, Resolution, Resolver
 from .served import ServedModel
 from .shadow import ShadowRunner, ShadowStats, sampled
+from .status import ModelStatus, QuarantineStatus, model_status
 
 __all__ = ["FALLBACK", "ModelFlags", "ModelStatus", "QuarantineStatus"]
 
@@ -51,31 +51,6 @@ FALLBACK = "FALLBACK"
 
 PREWARMING = "PREWARMING"
 """The ``reason`` of a handle served by the LKG while the chosen version loads after a change."""
-
-
-@dataclass(frozen=True, slots=True)
-class QuarantineStatus:
-    """A quarantined version as :meth:`ModelFlags.status` reports it."""
-
-    version: str
-    cause: str
-    failures: int
-    retry_in_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class ModelStatus:
-    """What an operator needs to know about one model."""
-
-    name: str
-    flag: str
-    lkg: str
-    default_version: str
-    loaded: Mapping[str, int]
-    pinned: tuple[str, ...]
-    quarantined: tuple[QuarantineStatus, ...]
-    flag_errors: int
-    last_flag_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +118,8 @@ class ModelFlags:
         self._client = client if client is not None else api.get_client(domain)
         if overrides is None:
             overrides = os.environ.get(OVERRIDES_ENV) or None
-        self._overrides = _overrides_provider(overrides, self._on_override_event)
+        self._feed = ChangeFeed(self._client, self._on_change)
+        self._overrides = overrides_provider(overrides, self._feed.on_override_event)
         self._resolver = Resolver(self._client, overrides=self._overrides)
         self._pins: Mapping[str, str] = {}
         self._pins_lock = threading.Lock()
@@ -176,10 +152,6 @@ class ModelFlags:
             else None
         )
         self._closed = False
-        self._subscriptions: list[tuple[Any, Callable[..., None]]] = []
-        self._client.add_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_change)
-        self._client.add_handler(ProviderEvent.PROVIDER_READY, self._on_ready)
-        self._subscribe(self._client.provider)
 
     # -- serving --------------------------------------------------------------------------------
 
@@ -603,43 +575,8 @@ class ModelFlags:
             self._cache.unpin((name, previous))
             self._events.emit(BecameLKG(name, version, previous))
 
-    def _on_override_event(
-        self, provider: FeatureProvider, event: ProviderEvent, details: ProviderEventDetails
-    ) -> None:
-        if event is ProviderEvent.PROVIDER_CONFIGURATION_CHANGED:
-            self._on_change(details)
-        elif event is ProviderEvent.PROVIDER_ERROR:
-            logger.error(
-                "override file: %s (the last good overrides stay in force)", details.message
-            )
-
-    def _subscribe(self, provider: object) -> None:
-        """Follow a provider's own handler list, for providers that do not forward to the SDK."""
-        add = getattr(provider, "add_handler", None)
-        if not callable(add) or any(p is provider for p, _ in self._subscriptions):
-            return
-        try:
-            add(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_provider_event)
-        except Exception:
-            logger.debug("provider %r refused a handler", provider, exc_info=True)
-            return
-        self._subscriptions.append((provider, self._on_provider_event))
-
-    def _on_ready(self, details: EventDetails) -> None:
-        self._subscribe(self._client.provider)  # a new provider may have been set
-
-    def _on_provider_event(self, details: object) -> None:
-        if isinstance(details, Mapping):  # the Unleash provider hands its handlers a dict
-            keys = details.get("flag_keys") or details.get("flags_changed")
-            changed = ProviderEventDetails(flags_changed=list(keys) if keys else None)
-        elif isinstance(details, ProviderEventDetails):
-            changed = details
-        else:
-            changed = ProviderEventDetails()
-        self._on_change(changed)
-
-    def _on_change(self, details: EventDetails | ProviderEventDetails) -> None:
-        changed = set(details.flags_changed) if details.flags_changed else None
+    def _on_change(self, changed: frozenset[str] | None) -> None:
+        """A provider reports changed flags (``None``: it did not say which)."""
         affected = [
             name
             for name, model in self._models.items()
@@ -663,34 +600,19 @@ class ModelFlags:
         """Per model: LKG, loaded versions with bytes, quarantined versions with cause and retry."""
         cached = self._cache.snapshot()
         now = self._health.now()
-        result: dict[str, ModelStatus] = {}
-        for name, model in self._models.items():
-            loaded = {
-                version: nbytes for (owner, version), (nbytes, _) in _pairs(cached) if owner == name
-            }
-            pinned = tuple(
-                sorted(
-                    version
-                    for (owner, version), (_, pin) in _pairs(cached)
-                    if owner == name and pin
-                )
-            )
-            errors, last_error = self._resolver.errors(name)
-            result[name] = ModelStatus(
-                name=name,
+        return {
+            name: model_status(
+                name,
                 flag=model.flag_key,
                 lkg=self._health.lkg(name),
                 default_version=model.spec.default_version,
-                loaded=dict(sorted(loaded.items())),
-                pinned=pinned,
-                quarantined=tuple(
-                    QuarantineStatus(q.version, q.cause, q.failures, max(0.0, q.until - now))
-                    for q in self._health.quarantined(name)
-                ),
-                flag_errors=errors,
-                last_flag_error=last_error,
+                cached=cached,
+                quarantined=self._health.quarantined(name),
+                now=now,
+                flag_errors=self._resolver.errors(name),
             )
-        return result
+            for name, model in self._models.items()
+        }
 
     def release(self, name: str, version: str | None = None) -> list[str]:
         """Lift the quarantine of ``version`` (or of every version) of model ``name`` now."""
@@ -734,17 +656,7 @@ class ModelFlags:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(ValueError):
-            self._client.remove_handler(
-                ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_change
-            )
-        for event, handler in ((ProviderEvent.PROVIDER_READY, self._on_ready),):
-            with contextlib.suppress(ValueError):
-                self._client.remove_handler(event, handler)
-        for provider, handler in self._subscriptions:
-            with contextlib.suppress(Exception):
-                provider.remove_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, handler)
-        self._subscriptions.clear()
+        self._feed.close()
         if self._prewarmer is not None:
             self._prewarmer.close()
         if self._overrides is not None:
@@ -763,35 +675,6 @@ class ModelFlags:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _pairs(
-    cached: Mapping[Any, tuple[int, bool]],
-) -> Iterable[tuple[tuple[str, str], tuple[int, bool]]]:
-    return cached.items()
-
-
-def _overrides_provider(
-    path: str | os.PathLike[str] | None,
-    on_event: Callable[[FeatureProvider, ProviderEvent, ProviderEventDetails], None],
-) -> FeatureProvider | None:
-    """The override layer for ``path`` (watched, initialized), or None without a path."""
-    if path is None:
-        return None
-    try:
-        from modelflags_provider_overrides import OverridesError, OverridesProvider
-    except ImportError as exc:
-        raise ModelFlagsError(
-            "override files need the modelflags-provider-overrides package "
-            "(pip install -e providers/overrides)"
-        ) from exc
-    try:
-        provider = OverridesProvider(path=path)
-    except OverridesError as exc:
-        raise ModelFlagsError(str(exc)) from exc
-    provider.attach(on_event)
-    provider.initialize(EvaluationContext())
-    return provider
 
 
 def _as_registry(registry: str | os.PathLike[str] | Registry | Mapping[str, Any]) -> Registry:
