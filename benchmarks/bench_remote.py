@@ -1,0 +1,191 @@
+"""Remote artifacts: what the verified, content-addressed cache costs over a bare download.
+
+Builds a ~50 MB joblib artifact, serves it from the test artifact server (``tests/artifact_server``)
+on 127.0.0.1 in a child process, as a real artifact server would be (not sharing this process's
+CPU time and GIL), and prints medians of a few interleaved repeats:
+
+* cold: ``RemoteFetcher.fetch`` (stream, hash, sync to disk, rename, locks) + ``joblib.load``,
+  against a bare httpx streamed download to a file (``iter_bytes()``) + ``joblib.load``.
+  Target: ratio <= 1.10.
+* warm: ``RemoteFetcher.fetch`` of a cached artifact + ``joblib.load``, against a bare
+  ``joblib.load`` of the same file. Target: ratio <= 1.05.
+* peak memory (tracemalloc) of one cold fetch;
+* and, to show where the cold time goes, a bare download that also hashes, and a fetch with
+  ``durable=False`` (no sync to disk before publication).
+
+Both sides share one httpx client, so neither pays for making one. Run:
+``python benchmarks/bench_remote.py [--size-mb 50] [--repeats 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import joblib
+import numpy as np
+
+from modelflags.remote import RemoteFetcher
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+SERVE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from artifact_server import ArtifactServer
+data = open(sys.argv[2], "rb").read()
+with ArtifactServer() as server:
+    print(server.add("/model.joblib", data), flush=True)
+    sys.stdin.read()  # serve until the parent closes our stdin
+"""
+
+
+def build_artifact(folder: Path, size_mb: int) -> Path:
+    """A joblib file holding a float64 array of about ``size_mb`` megabytes."""
+    path = folder / "model.joblib"
+    array = np.random.default_rng(0).random(size_mb * 1_000_000 // 8)
+    joblib.dump({"weights": array, "version": "v1"}, path)
+    return path
+
+
+def median_time(run: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=7)
+    options = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        artifact = build_artifact(root, options.size_mb)
+        digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+        size = artifact.stat().st_size
+        server = subprocess.Popen(
+            [sys.executable, "-c", SERVE, str(TESTS), str(artifact)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert server.stdout is not None and server.stdin is not None
+        url = server.stdout.readline().strip()
+        client = httpx.Client()
+        counter = iter(range(1_000_000))
+
+        def bare_cold() -> object:
+            target = root / f"bare-{next(counter)}.joblib"
+            with client.stream("GET", url) as response, open(target, "wb") as out:
+                response.raise_for_status()
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+            loaded = joblib.load(target)
+            target.unlink()
+            return loaded
+
+        def bare_cold_hashed() -> object:
+            target = root / f"bare-{next(counter)}.joblib"
+            hasher = hashlib.sha256()
+            with client.stream("GET", url) as response, open(target, "wb") as out:
+                response.raise_for_status()
+                for chunk in response.iter_bytes():
+                    hasher.update(chunk)
+                    out.write(chunk)
+            assert hasher.hexdigest() == digest
+            loaded = joblib.load(target)
+            target.unlink()
+            return loaded
+
+        def cold(durable: bool) -> Callable[[], object]:
+            def run() -> object:  # the cache folder exists; the artifact is not in it
+                fetcher = RemoteFetcher(cache_dir=root / "cold", client=client, durable=durable)
+                path = fetcher.fetch(model="m", version="v1", uri=url, sha256=digest, headers={})
+                loaded = joblib.load(path)
+                path.unlink()
+                return loaded
+
+            return run
+
+        fetcher_cold, fetcher_cold_unsynced = cold(True), cold(False)
+
+        warm = RemoteFetcher(cache_dir=root / "warm", client=client)
+        cached = warm.fetch(model="m", version="v1", uri=url, sha256=digest, headers={})
+
+        def bare_warm() -> object:
+            return joblib.load(cached)
+
+        def fetcher_warm() -> object:
+            path = warm.fetch(model="m", version="v1", uri=url, sha256=digest, headers={})
+            return joblib.load(path)
+
+        runs: list[tuple[Callable[[], object], int]] = [
+            (bare_cold, 1),
+            (fetcher_cold, 1),
+            (bare_warm, 5),
+            (fetcher_warm, 5),
+            (bare_cold_hashed, 1),
+            (fetcher_cold_unsynced, 1),
+        ]
+        for run, _ in runs:  # warm up caches
+            run()
+        rounds = [
+            [median_time(run, count) for run, count in runs]  # interleaved: drift hits all alike
+            for _ in range(options.repeats)
+        ]
+        cold_bare, cold_fetcher, warm_bare, warm_fetcher, cold_hashed, cold_unsynced = (
+            statistics.median(r[i] for r in rounds) for i in range(len(runs))
+        )
+
+        calls = 2000
+        started = time.perf_counter()
+        for _ in range(calls):
+            warm.fetch(model="m", version="v1", uri=url, sha256=digest, headers={})
+        warm_call = (time.perf_counter() - started) / calls
+
+        tracemalloc.start()
+        fetcher = RemoteFetcher(cache_dir=root / "traced", client=client)
+        fetcher.fetch(model="m", version="v1", uri=url, sha256=digest, headers={})
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        client.close()
+        server.stdin.close()
+        server.wait(timeout=10)
+
+    print(f"artifact: {size / 1e6:.1f} MB joblib, {options.repeats} repeats, medians")
+    print(
+        f"cold fetch+load: RemoteFetcher {cold_fetcher * 1e3:7.1f} ms | bare httpx "
+        f"{cold_bare * 1e3:7.1f} ms | ratio {cold_fetcher / cold_bare:.3f} (target <= 1.10)"
+    )
+    print(
+        f"warm fetch+load: RemoteFetcher {warm_fetcher * 1e3:7.1f} ms | bare joblib.load "
+        f"{warm_bare * 1e3:7.1f} ms | ratio {warm_fetcher / warm_bare:.3f} (target <= 1.05)"
+    )
+    print(f"one RemoteFetcher.fetch of a cached artifact: {warm_call * 1e6:.1f} us")
+    print(f"peak traced memory of a cold fetch: {peak / 2**20:.2f} MiB")
+    print("where the cold time goes (same medians):")
+    print(
+        f"  bare httpx + hashlib.sha256 {cold_hashed * 1e3:7.1f} ms "
+        f"(ratio {cold_hashed / cold_bare:.3f}): the price of verifying at all"
+    )
+    print(
+        f"  RemoteFetcher(durable=False) {cold_unsynced * 1e3:7.1f} ms "
+        f"(ratio {cold_unsynced / cold_bare:.3f}): without the sync to disk"
+    )
+
+
+if __name__ == "__main__":
+    main()
