@@ -61,6 +61,10 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 class ArtifactStore:
     """Turns a :class:`VersionSpec` into a verified local file.
 
+    ``remote`` fetches remote URIs (default: a :class:`~modelflags.remote.RemoteFetcher` made on
+    first use, downloading into ``cache_dir`` or ``MODELFLAGS_CACHE_DIR`` or the user cache
+    folder); ``max_bytes`` limits the size of any artifact.
+
     Safe to share between threads: the digest memo is guarded by a lock, and hashing and
     downloads run outside it.
     """
@@ -69,10 +73,12 @@ class ArtifactStore:
         self,
         *,
         remote: Fetcher | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
         max_bytes: int | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self._remote: Fetcher | None = remote
+        self._cache_dir = cache_dir
         self._max_bytes = max_bytes
         self._environ = environ if environ is not None else os.environ
         self._verified: dict[str, tuple[tuple[int, int, int], str]] = {}
@@ -176,5 +182,5 @@ class ArtifactStore:
             if self._remote is None:
                 from .remote import RemoteFetcher
 
-                self._remote = RemoteFetcher(max_bytes=self._max_bytes)
+                self._remote = RemoteFetcher(cache_dir=self._cache_dir, max_bytes=self._max_bytes)
             return self._remote

@@ -74,7 +74,15 @@ class ModelFlags:
     - ``max_models`` / ``max_bytes``: bounds of the cache of loaded versions (LKGs are pinned).
     - ``backoff``: quarantine back-off; ``clock``: monotonic seconds (injectable for tests).
     - ``listeners``: callables receiving events (:mod:`modelflags.events`) on a background thread.
-    - ``loaders``: extra loaders by name; ``artifacts``: the :class:`ArtifactStore` to use.
+    - ``loaders``: extra loaders by name (``{"onnx": fn}``, ``fn(path) -> model``).
+    - ``cache_dir``: where remote artifacts are downloaded (default ``MODELFLAGS_CACHE_DIR``, else
+      the user cache folder); ``max_artifact_bytes``: refuse larger artifacts; or ``artifacts``:
+      a configured :class:`ArtifactStore` instead of both.
+    - ``overrides``: an override file layered over the flags (default ``MODELFLAGS_OVERRIDES``).
+    - ``shadow_workers`` / ``shadow_queue``: threads and bound of shadow work; ``random``: the
+      sampling source for requests without a targeting key.
+    - ``prewarm`` / ``prewarm_sample``: load what changed flags select before requests do, from a
+      ring of that many recent contexts per model.
 
     Safe to share between threads; one instance per process is the usual set-up. Use it as a
     context manager, or call :meth:`close`, to stop its background work.
@@ -94,6 +102,8 @@ class ModelFlags:
         listeners: Iterable[Listener] = (),
         loaders: Mapping[str, Loader] | None = None,
         artifacts: ArtifactStore | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        max_artifact_bytes: int | None = None,
         shadow_workers: int = 1,
         shadow_queue: int = 256,
         random: Callable[[], float] = _random.random,
@@ -124,7 +134,13 @@ class ModelFlags:
         self._pins: Mapping[str, str] = {}
         self._pins_lock = threading.Lock()
         self._loaders = LoaderRegistry(loaders)
-        self._artifacts = artifacts if artifacts is not None else ArtifactStore()
+        if artifacts is not None and (cache_dir is not None or max_artifact_bytes is not None):
+            raise ValueError("pass artifacts= or cache_dir=/max_artifact_bytes=, not both")
+        self._artifacts = (
+            artifacts
+            if artifacts is not None
+            else ArtifactStore(cache_dir=cache_dir, max_bytes=max_artifact_bytes)
+        )
         self._cache = ModelCache(max_models=max_models, max_bytes=max_bytes)
         self._events = EventDispatcher(listeners)
         self._random = random
