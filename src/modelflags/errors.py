@@ -5,6 +5,7 @@ Every error the package raises derives from :class:`ModelFlagsError`::
     ModelFlagsError
      ├── RegistryError              a registry file or mapping is invalid (file, model, field)
      ├── ModelUnavailableError      a model cannot be served at all (unknown name, LKG unloadable)
+     ├── ActuatorError              a flag could not be changed at its source (actuators module)
      └── VersionLoadError           one version could not be made ready (model, version)
           ├── ArtifactError         its bytes could not be had or trusted (uri)
           │    ├── ArtifactNotFoundError   the file or object does not exist (404, missing path)
