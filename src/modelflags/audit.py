@@ -1,0 +1,361 @@
+"""An audit trail of serving decisions: one JSON line per decision, written in the background.
+
+Each line says which version was asked for and which served, and why (one line in the file,
+without spaces; wrapped here; ASCII, with other characters escaped as JSON does)::
+
+    {"time": "2024-05-01T12:00:00.123456Z", "model": "recommender", "requested": "v3",
+     "served": "v2", "reason": "FALLBACK", "cause": "ValueError: bad input",
+     "key": "5f1c0e9a2b7d4c31a8e6f0d2c9b4a713"}
+
+``time`` is when :meth:`DecisionLog.log` was called (UTC); ``cause`` and ``key`` may be null.
+
+``key`` is never the targeting key itself but the first 16 bytes, in hex, of
+``sha256(salt + targeting key as UTF-8)``: the same user gets the same ``key`` for as long as the
+salt is the same, so a person can follow one user's decisions (:meth:`DecisionLog.hash_key`)
+without the log holding who they are. Without a ``salt`` a random one is drawn for each process,
+and then keys cannot be compared across processes or restarts.
+
+Recording a decision never blocks and never raises: it puts a tuple on a bounded queue, and a
+daemon thread hashes the key, formats and appends the lines (the raw key is in memory only until
+then). When the queue is full the decision is dropped and
+counted (:attr:`DecisionLog.dropped`). The file rotates by size like logging's
+``RotatingFileHandler``: ``path`` is renamed ``path.1``, ``path.1`` becomes ``path.2``, and so on
+up to ``path.<backups>``; older ones are deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import queue
+import random as _random
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, cast
+
+__all__ = ["DecisionLog"]
+
+logger = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+
+_Decision = tuple[float, str, str, str, str | None, str | None, str | None]
+
+_STOP = object()
+_quote = json.encoder.encode_basestring_ascii  # the C escaper behind json.dumps
+_BATCH = 1024  # lines written between two looks at the queue, at most
+
+
+class _Marker:
+    """Queued by flush(); set once every line queued before it is written."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class DecisionLog:
+    """Appends serving decisions to ``path`` as JSON lines, from a background thread.
+
+    - ``max_bytes``: rotate before a line would make the file larger than this;
+      ``backups``: how many rotated files to keep (0: the file is truncated instead).
+    - ``sample``: the share of decisions recorded (drawn with ``random``); the others are counted
+      in :attr:`unsampled`.
+    - ``salt``: mixed into the hash of targeting keys; ``None`` draws a random one for this
+      process, so hashes cannot be compared across processes.
+    - ``queue_size``: decisions waiting for the writer (threads racing for the last place may
+      pass it by one each); beyond it they are dropped and counted in :attr:`dropped`, as are
+      decisions that could not be written (logged) or came after :meth:`close`.
+    - ``clock``: wall-clock seconds since the epoch for the ``time`` field.
+
+    The folder of ``path`` must exist; the file is opened by the writer thread. Safe to share
+    between threads; one instance per file (rotation is not coordinated between processes).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = 10 * MiB,
+        backups: int = 3,
+        sample: float = 1.0,
+        salt: str | bytes | None = None,
+        queue_size: int = 10_000,
+        clock: Callable[[], float] = time.time,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be positive, not {max_bytes!r}")
+        if backups < 0:
+            raise ValueError(f"backups must be 0 or more, not {backups!r}")
+        if not 0.0 <= sample <= 1.0:
+            raise ValueError(f"sample must be between 0 and 1, not {sample!r}")
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be positive, not {queue_size!r}")
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise FileNotFoundError(
+                f"{self.path}: the folder of the decision log does not exist ({self.path.parent})"
+            )
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.sample = sample
+        if salt is None:
+            salt = secrets.token_bytes(16)
+        self._hasher = hashlib.sha256(salt.encode("utf-8") if isinstance(salt, str) else salt)
+        self._clock = clock
+        self._random = random
+        # A C queue without a lock of its own; the bound is checked before putting, so it may be
+        # passed by at most one decision per thread racing for the last place.
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.queue_size = queue_size
+        self._counts_lock = threading.Lock()
+        self._dropped = 0
+        self._unsampled = 0
+        self._written = 0
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._file: IO[bytes] | None = None
+        self._size = 0
+        self._stamp_second = -1
+        self._stamp_text = ""
+        self._thread = threading.Thread(
+            target=self._run, name="modelflags-decision-log", daemon=True
+        )
+        self._thread.start()
+
+    # -- the caller's side ----------------------------------------------------------------------
+
+    def log(
+        self,
+        model: str,
+        requested: str,
+        served: str,
+        reason: str,
+        cause: str | None,
+        targeting_key: str | None,
+    ) -> None:
+        """Record one decision: ``requested`` by the flag, ``served`` in fact, and why.
+
+        Never blocks, never raises: a decision that is not sampled, finds the queue full or comes
+        after :meth:`close` is counted and dropped.
+        """
+        try:
+            if self.sample < 1.0 and not self._random() < self.sample:
+                with self._counts_lock:
+                    self._unsampled += 1
+                return
+            if self._closed or self._queue.qsize() >= self.queue_size:
+                with self._counts_lock:
+                    self._dropped += 1
+                return
+            self._queue.put((self._clock(), model, requested, served, reason, cause, targeting_key))
+        except Exception:  # a faulty injected clock or random source
+            logger.exception("decision of model %r not recorded", model)
+            with self._counts_lock:
+                self._dropped += 1
+
+    def hash_key(self, targeting_key: str) -> str:
+        """The ``key`` this log writes for ``targeting_key`` (to find one user's decisions)."""
+        hasher = self._hasher.copy()
+        hasher.update(targeting_key.encode("utf-8"))
+        return hasher.digest()[:16].hex()
+
+    @property
+    def dropped(self) -> int:
+        """Decisions lost: queue full, not writable, or logged after :meth:`close`."""
+        return self._dropped
+
+    @property
+    def unsampled(self) -> int:
+        """Decisions left out by sampling."""
+        return self._unsampled
+
+    @property
+    def written(self) -> int:
+        """Lines written so far."""
+        return self._written
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every decision queued so far is written; False if ``timeout`` passed first."""
+        if not self._thread.is_alive():
+            return self._queue.empty()
+        marker = _Marker()
+        self._queue.put(marker)
+        return marker.done.wait(timeout)
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        """Write what is queued, stop the writer thread and close the file. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning("decision log %s: writer did not drain in %s s", self.path, timeout)
+        else:
+            # Decisions that raced with close() and landed behind the stop sign.
+            left = 0
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Marker):
+                    item.done.set()
+                elif item is not _STOP:
+                    left += 1
+            if left:
+                with self._counts_lock:
+                    self._dropped += left
+
+    def __enter__(self) -> DecisionLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the writer thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._open()
+        except OSError:
+            logger.exception("decision log %s: cannot open; will retry", self.path)
+        try:
+            while True:
+                item = self._queue.get()
+                batch: list[bytes] = []
+                markers: list[_Marker] = []
+                while True:
+                    if item is _STOP:
+                        break
+                    if isinstance(item, _Marker):
+                        markers.append(item)
+                    else:
+                        line = self._line(cast(_Decision, item))
+                        if line is not None:
+                            batch.append(line)
+                    if len(batch) >= _BATCH:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._write(batch)
+                for marker in markers:
+                    marker.done.set()
+                if item is _STOP:
+                    return
+        finally:
+            self._close_file()
+
+    def _line(self, decision: _Decision) -> bytes | None:
+        try:
+            stamp, model, requested, served, reason, cause, key = decision
+            second = int(stamp // 1)
+            if second != self._stamp_second:
+                self._stamp_second = second
+                self._stamp_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            micros = min(999_999, round((stamp - second) * 1e6))
+            hashed = None if key is None else self.hash_key(key)
+            return (
+                f'{{"time":"{self._stamp_text}.{micros:06d}Z","model":{_json(model)},'
+                f'"requested":{_json(requested)},"served":{_json(served)},'
+                f'"reason":{_json(reason)},"cause":{_json(cause)},"key":{_json(hashed)}}}\n'
+            ).encode("ascii")
+        except Exception:  # not a string where one belongs; the writer must go on
+            logger.exception("decision log %s: cannot format a decision; dropped", self.path)
+            with self._counts_lock:
+                self._dropped += 1
+            return None
+
+    def _write(self, lines: list[bytes]) -> None:
+        """Append ``lines``, one system call per run of lines that fits before a rotation."""
+        done = 0
+        try:
+            file = self._file if self._file is not None else self._open()
+            chunk: list[bytes] = []
+            pending = 0
+            for line in lines:
+                total = self._size + pending
+                if total and total + len(line) > self.max_bytes:
+                    if chunk:
+                        _write_all(file, b"".join(chunk))
+                        self._size += pending
+                        done += len(chunk)
+                        chunk.clear()
+                        pending = 0
+                    file = self._rotate()
+                chunk.append(line)
+                pending += len(line)
+            if chunk:
+                _write_all(file, b"".join(chunk))
+                self._size += pending
+                done += len(chunk)
+        except OSError:
+            logger.exception("decision log %s: cannot write; decisions dropped", self.path)
+            self._close_file()
+            with self._counts_lock:
+                self._dropped += len(lines) - done
+        finally:
+            self._written += done
+
+    def _open(self) -> IO[bytes]:
+        # Unbuffered: a line counts as written once the system call returned.
+        file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open across batches
+        self._file = file
+        self._size = os.fstat(file.fileno()).st_size
+        return file
+
+    def _close_file(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
+
+    def _rotate(self) -> IO[bytes]:
+        self._close_file()
+        if self.backups == 0:
+            os.truncate(self.path, 0)
+        else:
+            for index in range(self.backups - 1, 0, -1):
+                source = self._backup(index)
+                if source.exists():
+                    os.replace(source, self._backup(index + 1))
+            if self.path.exists():
+                os.replace(self.path, self._backup(1))
+        return self._open()
+
+    def _backup(self, index: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{index}")
+
+
+def _json(value: str | None) -> str:
+    """``value`` as a JSON string (ASCII, escaped), or ``null``."""
+    if value is None:
+        return "null"
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, not {type(value).__name__}")
+    return _quote(value)
+
+
+def _write_all(file: IO[bytes], data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[file.write(view) :]

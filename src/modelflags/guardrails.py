@@ -1,0 +1,329 @@
+"""Guardrails: rules a candidate version must keep, and the watch that reports sustained breaches.
+
+A model's rules come from its registry entry::
+
+    [models.recommender.guardrails]
+    max_error_rate = 0.02                             # share of calls that raise, 0..1
+    max_p95_latency_ms = 100                          # 95th percentile of call latency
+    max_outcome_drop = { name = "click", relative = 0.05 }  # mean 5% below the LKG's
+    min_requests = 200                                # no verdict on less traffic than this
+    sustained_s = 60                                  # a breach must last this long to fire
+    action = "rollback"                               # or "alert"
+    window_s = 60                                     # the sliding window the rules look at
+
+:class:`Guardrails` is the mechanism: it reads :class:`~modelflags.metrics.Metrics`, tracks since
+when each rule has been breached for each candidate version, and returns a :class:`Breach` once a
+breach has held for ``sustained_s``. What to do about it (roll back, alert) is the caller's policy;
+``action`` is carried along so the caller knows what the registry asked for.
+
+Rules and their traffic gates:
+
+- ``max_error_rate``: the candidate's error rate in the window is above it (absolute: needs
+  ``min_requests`` calls of the candidate).
+- ``max_p95_latency_ms``: the candidate's p95 latency in the window is above it (absolute).
+- ``max_outcome_drop``: the candidate's mean of the outcome is lower than the last known good
+  version's by more than ``relative`` of the latter's magnitude, over the same window
+  (comparative: needs ``min_requests`` values of the outcome from both versions).
+
+A check with too little traffic gives no verdict, and no verdict breaks a breach's continuity
+just as a recovery does: the breach has to hold again for ``sustained_s`` from its next start.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .metrics import Metrics, VersionMetrics
+
+__all__ = [
+    "RULES",
+    "Breach",
+    "GuardrailRules",
+    "Guardrails",
+    "OutcomeDrop",
+    "Rule",
+    "VersionVerdict",
+]
+
+Rule = Literal["max_error_rate", "max_p95_latency_ms", "max_outcome_drop"]
+RULES: tuple[Rule, ...] = ("max_error_rate", "max_p95_latency_ms", "max_outcome_drop")
+"""The rule names, in the order they are evaluated and reported."""
+
+
+class OutcomeDrop(BaseModel):
+    """The candidate's mean of outcome ``name`` may not fall more than ``relative`` below the
+    last known good version's (0.05: by more than 5%)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    relative: float = Field(ge=0.0, le=1.0)
+
+
+class GuardrailRules(BaseModel):
+    """The guardrails of one model, as written in its registry entry (see the module docs)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_p95_latency_ms: float | None = Field(default=None, gt=0.0)
+    max_outcome_drop: OutcomeDrop | None = None
+    min_requests: int = Field(default=200, ge=1)
+    sustained_s: float = Field(default=60.0, ge=0.0)
+    action: Literal["rollback", "alert"] = "rollback"
+    window_s: float = Field(default=60.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _needs_a_rule(self) -> GuardrailRules:
+        if all(getattr(self, rule) is None for rule in RULES):
+            raise ValueError(f"guardrails need at least one rule: {', '.join(RULES)}")
+        return self
+
+    @classmethod
+    def parse(
+        cls, data: Mapping[str, Any], *, model: str, source: str | None = None
+    ) -> GuardrailRules:
+        """Validate the guardrails table of ``model``; ``source`` (the registry file) names it
+        in errors.
+
+        Raises :class:`~modelflags.errors.RegistryError` naming the file, the model and the field
+        (``guardrails.<field>``), like every registry error.
+        """
+        # Imported here: the registry imports this module to validate its guardrails tables.
+        from .registry import _registry_error
+
+        try:
+            holder = _Models.model_validate({"models": {model: {"guardrails": data}}})
+        except ValidationError as exc:
+            raise _registry_error(exc, source) from exc
+        return holder.models[model].guardrails
+
+
+class _Guarded(BaseModel):
+    guardrails: GuardrailRules
+
+
+class _Models(BaseModel):
+    """The shape of a registry around one guardrails table, so errors locate like the registry's."""
+
+    models: dict[str, _Guarded]
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """A rule that ``version`` of ``model`` has broken for at least ``sustained_s``.
+
+    ``observed`` is the candidate's value (error rate 0..1, p95 in milliseconds, or outcome mean);
+    ``threshold`` the limit it crossed (for an outcome drop: the lowest acceptable mean);
+    ``lkg_observed`` the same measure for the last known good version ``lkg``, when it had traffic.
+    ``since`` is the clock time the breach started, ``fired_at`` the time it was reported.
+    ``action`` is the rules' action (``"rollback"`` or ``"alert"``).
+    """
+
+    model: str
+    version: str
+    lkg: str
+    rule: Rule
+    observed: float
+    threshold: float
+    lkg_observed: float | None
+    window_s: float
+    since: float
+    fired_at: float
+    requests: int
+    lkg_requests: int
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class VersionVerdict:
+    """How a candidate version stood at the last check.
+
+    ``breaching`` names the rules broken then (empty: holding, or no verdict for lack of traffic;
+    ``requests`` tells which); ``since`` is when the oldest of those breaches started; ``fired``
+    is true once a breach was reported, until :meth:`Guardrails.reset`.
+    """
+
+    version: str
+    breaching: tuple[Rule, ...]
+    since: float | None
+    fired: bool
+    requests: int = 0
+    checked_at: float | None = None
+
+
+class _State:
+    __slots__ = ("checked_at", "fired", "requests", "since")
+
+    def __init__(self) -> None:
+        self.since: dict[Rule, float] = {}
+        self.fired = False
+        self.requests = 0
+        self.checked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    observed: float
+    threshold: float
+    lkg_observed: float | None
+
+
+class Guardrails:
+    """Watches candidate versions against their model's :class:`GuardrailRules`.
+
+    ``rules`` maps model names to their rules (models without any are never checked); each rule's
+    ``window_s`` must fit in the window ``metrics`` keeps. ``clock`` must be the clock ``metrics``
+    uses. Safe to share between threads; a check merges a few histograms per version and is cheap
+    enough for once a second per model.
+    """
+
+    def __init__(
+        self,
+        rules: Mapping[str, GuardrailRules],
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        for model, model_rules in rules.items():
+            if model_rules.window_s > metrics.window_s * (1 + 1e-9):
+                raise ValueError(
+                    f"model {model!r}: guardrails window_s {model_rules.window_s:g} s is longer "
+                    f"than the metrics window ({metrics.window_s:g} s)"
+                )
+        self._rules = dict(rules)
+        self._metrics = metrics
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._states: dict[str, dict[str, _State]] = {}
+
+    @property
+    def rules(self) -> Mapping[str, GuardrailRules]:
+        """The rules by model name."""
+        return self._rules
+
+    def check(self, model: str, lkg: str, versions: Iterable[str]) -> list[Breach]:
+        """Evaluate every version in ``versions`` but ``lkg``; return the breaches due now.
+
+        A version fires once: the check at which one of its breaches has held for ``sustained_s``
+        returns a :class:`Breach` for each rule due at that moment, and later checks return none
+        for that version until :meth:`reset`.
+        """
+        rules = self._rules.get(model)
+        if rules is None:
+            return []
+        now = self._clock()
+        snapshot = self._metrics.snapshot(model, window_s=rules.window_s)
+        baseline = snapshot.get(lkg)
+        breaches: list[Breach] = []
+        with self._lock:
+            states = self._states.setdefault(model, {})
+            seen: set[str] = set()
+            for version in versions:
+                if version == lkg or version in seen:
+                    continue
+                seen.add(version)
+                current = snapshot.get(version)
+                state = states.get(version)
+                if state is None:
+                    state = states[version] = _State()
+                readings = _breached(rules, current, baseline)
+                for rule in [rule for rule in state.since if rule not in readings]:
+                    del state.since[rule]
+                for rule in readings:
+                    state.since.setdefault(rule, now)
+                state.requests = 0 if current is None else current.requests
+                state.checked_at = now
+                due = [rule for rule in readings if now - state.since[rule] >= rules.sustained_s]
+                if not due or state.fired:
+                    continue
+                state.fired = True
+                breaches.extend(
+                    Breach(
+                        model=model,
+                        version=version,
+                        lkg=lkg,
+                        rule=rule,
+                        observed=readings[rule].observed,
+                        threshold=readings[rule].threshold,
+                        lkg_observed=readings[rule].lkg_observed,
+                        window_s=(current.window_s if current is not None else rules.window_s),
+                        since=state.since[rule],
+                        fired_at=now,
+                        requests=state.requests,
+                        lkg_requests=0 if baseline is None else baseline.requests,
+                        action=rules.action,
+                    )
+                    for rule in due
+                )
+            for version, state in states.items():
+                if version not in seen:  # not a candidate now: continuity is broken
+                    state.since.clear()
+        return breaches
+
+    def state(self, model: str) -> dict[str, VersionVerdict]:
+        """Each checked candidate version of ``model`` as the last check saw it."""
+        with self._lock:
+            return {
+                version: VersionVerdict(
+                    version=version,
+                    breaching=tuple(rule for rule in RULES if rule in state.since),
+                    since=min(state.since.values()) if state.since else None,
+                    fired=state.fired,
+                    requests=state.requests,
+                    checked_at=state.checked_at,
+                )
+                for version, state in self._states.get(model, {}).items()
+            }
+
+    def reset(self, model: str, version: str | None = None) -> None:
+        """Forget the breaches of ``version`` (every version without one), so it may fire again.
+
+        Call it when a person releases a rollback and lets the version serve again.
+        """
+        with self._lock:
+            states = self._states.get(model, {})
+            if version is None:
+                states.clear()
+            else:
+                states.pop(version, None)
+
+
+def _breached(
+    rules: GuardrailRules, current: VersionMetrics | None, baseline: VersionMetrics | None
+) -> dict[Rule, _Reading]:
+    """The rules ``current`` breaks, with what was measured; rules without a verdict are absent."""
+    readings: dict[Rule, _Reading] = {}
+    if current is None:
+        return readings
+    enough = current.requests >= rules.min_requests
+    base = baseline if baseline is not None and baseline.requests > 0 else None
+    limit = rules.max_error_rate
+    if limit is not None and enough and current.error_rate > limit:
+        base_rate = None if base is None else base.error_rate
+        readings["max_error_rate"] = _Reading(current.error_rate, limit, base_rate)
+    if rules.max_p95_latency_ms is not None and enough and current.latency_p95 is not None:
+        p95_ms = current.latency_p95 * 1000.0
+        if p95_ms > rules.max_p95_latency_ms:
+            base_ms = None if base is None or base.latency_p95 is None else base.latency_p95 * 1e3
+            readings["max_p95_latency_ms"] = _Reading(p95_ms, rules.max_p95_latency_ms, base_ms)
+    drop = rules.max_outcome_drop
+    if drop is not None and baseline is not None:
+        mine = current.outcomes.get(drop.name)
+        theirs = baseline.outcomes.get(drop.name)
+        if (
+            mine is not None
+            and theirs is not None
+            and mine.count >= rules.min_requests
+            and theirs.count >= rules.min_requests
+        ):
+            lowest = theirs.mean - drop.relative * abs(theirs.mean)
+            if mine.mean < lowest:
+                readings["max_outcome_drop"] = _Reading(mine.mean, lowest, theirs.mean)
+    return readings

@@ -1,0 +1,268 @@
+"""Per-version serving metrics over a sliding time window, in bounded memory.
+
+:class:`Metrics` keeps, for every (model, version) pair, a ring of ``buckets`` time slices of
+``window_s / buckets`` seconds each. A call or an outcome is added to the slice of the current
+time; a slice whose time has passed is reset the next time its place in the ring is used, so
+nothing runs in the background and memory does not grow with traffic. A query merges the slices
+still inside the window: the current one (partly filled) and the ``buckets - 1`` before it, so the
+window spans between ``window_s - window_s / buckets`` and ``window_s`` seconds.
+
+Latency quantiles come from :class:`~modelflags.stats.LatencyHistogram` (within 1%); counts,
+sums and means are exact. Recording is O(1) and takes one short lock per (model, version).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol
+
+from .stats import LatencyHistogram
+
+__all__ = ["Metrics", "MetricsRecorder", "OutcomeStats", "VersionMetrics"]
+
+
+class MetricsRecorder(Protocol):
+    """What the serving path calls after each inference call and for each observed outcome.
+
+    :class:`Metrics` and :class:`modelflags.otel.OpenTelemetryMetrics` both fit.
+    """
+
+    def record_call(
+        self, model: str, version: str, latency_s: float, error: bool, fell_back: bool
+    ) -> None:
+        """One inference call asked of ``version``: its duration, whether it raised, and
+        whether the last known good version answered in its place."""
+
+    def record_outcome(self, model: str, version: str, name: str, value: float) -> None:
+        """One observed business outcome (``name``, e.g. ``"click"``) of a call ``version``
+        served."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeStats:
+    """The values of one outcome in the window: how many, their sum and mean."""
+
+    count: int
+    total: float
+    mean: float
+
+
+@dataclass(frozen=True, slots=True)
+class VersionMetrics:
+    """One version's calls and outcomes in the window of ``window_s`` seconds.
+
+    ``error_rate`` is ``errors / requests`` (0.0 without requests). Latency quantiles are in
+    seconds, within 1%, and ``None`` without requests. ``outcomes`` maps outcome names to their
+    statistics.
+    """
+
+    version: str
+    window_s: float
+    requests: int
+    errors: int
+    fallbacks: int
+    error_rate: float
+    latency_p50: float | None
+    latency_p95: float | None
+    latency_p99: float | None
+    outcomes: Mapping[str, OutcomeStats] = field(default_factory=lambda: MappingProxyType({}))
+
+
+class _Slice:
+    """What happened during one time slice (``epoch`` numbers the slice since clock zero)."""
+
+    __slots__ = ("epoch", "errors", "fallbacks", "latency", "outcomes", "requests")
+
+    def __init__(self) -> None:
+        self.epoch = -1
+        self.requests = 0
+        self.errors = 0
+        self.fallbacks = 0
+        self.latency = LatencyHistogram()
+        self.outcomes: dict[str, list[float]] = {}  # name -> [count, total]
+
+    def restart(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.requests = 0
+        self.errors = 0
+        self.fallbacks = 0
+        if self.latency.count:
+            self.latency = LatencyHistogram()
+        if self.outcomes:
+            self.outcomes = {}
+
+
+class _Series:
+    """The ring of slices of one (model, version) pair, and the lock that guards it."""
+
+    __slots__ = ("lock", "slices")
+
+    def __init__(self, buckets: int) -> None:
+        self.lock = threading.Lock()
+        self.slices = [_Slice() for _ in range(buckets)]
+
+
+class Metrics:
+    """Request counts, errors, fallbacks, latency and outcomes per version, over a sliding window.
+
+    ``clock`` gives monotonic seconds (inject a fake one in tests). Safe to share between threads:
+    each (model, version) pair has its own lock, held only for a few additions.
+    """
+
+    def __init__(
+        self,
+        *,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        buckets: int = 12,
+    ) -> None:
+        if not window_s > 0:
+            raise ValueError(f"window_s must be positive, not {window_s!r}")
+        if buckets < 1:
+            raise ValueError(f"buckets must be at least 1, not {buckets!r}")
+        self.window_s = float(window_s)
+        self.buckets = buckets
+        self.slice_s = self.window_s / buckets
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._by_model: dict[str, dict[str, _Series]] = {}
+
+    # -- recording (the hot path) ---------------------------------------------------------------
+
+    def record_call(
+        self, model: str, version: str, latency_s: float, error: bool, fell_back: bool
+    ) -> None:
+        """Count one inference call asked of ``version`` (``latency_s`` seconds).
+
+        ``error``: the version raised; ``fell_back``: the last known good version answered.
+        """
+        series = self._series.get((model, version))
+        if series is None:
+            series = self._add_series(model, version)
+        epoch = int(self._clock() // self.slice_s)
+        with series.lock:
+            piece = series.slices[epoch % self.buckets]
+            if piece.epoch < epoch:
+                piece.restart(epoch)
+            piece.requests += 1
+            if error:
+                piece.errors += 1
+            if fell_back:
+                piece.fallbacks += 1
+            piece.latency.add(latency_s)
+
+    def record_outcome(self, model: str, version: str, name: str, value: float) -> None:
+        """Add one value of outcome ``name`` (e.g. 1.0 for a click, 0.0 for none) to ``version``.
+
+        Comparing means needs one value per served call, zeros included.
+        """
+        series = self._series.get((model, version))
+        if series is None:
+            series = self._add_series(model, version)
+        epoch = int(self._clock() // self.slice_s)
+        with series.lock:
+            piece = series.slices[epoch % self.buckets]
+            if piece.epoch < epoch:
+                piece.restart(epoch)
+            sums = piece.outcomes.get(name)
+            if sums is None:
+                piece.outcomes[name] = [1, float(value)]
+            else:
+                sums[0] += 1
+                sums[1] += value
+
+    def _add_series(self, model: str, version: str) -> _Series:
+        with self._lock:
+            series = self._series.get((model, version))
+            if series is None:
+                series = _Series(self.buckets)
+                self._series[(model, version)] = series
+                self._by_model.setdefault(model, {})[version] = series
+            return series
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def snapshot(self, model: str, *, window_s: float | None = None) -> dict[str, VersionMetrics]:
+        """The metrics of each version of ``model`` with calls or outcomes in the window.
+
+        ``window_s`` (at most the window this instance keeps) looks at the most recent part of it
+        only, rounded up to whole slices; the result's ``window_s`` says what was covered.
+        """
+        slices = self.buckets if window_s is None else self._slices_for(window_s)
+        newest = int(self._clock() // self.slice_s)
+        oldest = newest - slices + 1
+        with self._lock:
+            versions = list(self._by_model.get(model, {}).items())
+        result: dict[str, VersionMetrics] = {}
+        for version, series in versions:
+            merged = self._merge(version, series, oldest, newest, slices * self.slice_s)
+            if merged is not None:
+                result[version] = merged
+        return result
+
+    def reset(self, model: str, version: str | None = None) -> None:
+        """Forget what was recorded for ``version`` of ``model`` (every version without one)."""
+        with self._lock:
+            versions = self._by_model.get(model, {})
+            names = list(versions) if version is None else [version]
+            for name in names:
+                series = versions.pop(name, None)
+                self._series.pop((model, name), None)
+                if series is not None:
+                    with series.lock:
+                        for piece in series.slices:
+                            piece.restart(-1)
+
+    def _slices_for(self, window_s: float) -> int:
+        if not window_s > 0 or window_s > self.window_s * (1 + 1e-9):
+            raise ValueError(
+                f"window_s must be positive and at most {self.window_s:g} s (the window kept), "
+                f"not {window_s!r}"
+            )
+        return max(1, min(self.buckets, math.ceil(window_s / self.slice_s - 1e-9)))
+
+    @staticmethod
+    def _merge(
+        version: str, series: _Series, oldest: int, newest: int, window_s: float
+    ) -> VersionMetrics | None:
+        requests = errors = fallbacks = 0
+        latency = LatencyHistogram()
+        outcomes: dict[str, list[float]] = {}
+        for piece in series.slices:
+            # One slice at a time, so a recording thread never waits for a whole merge.
+            with series.lock:
+                if not oldest <= piece.epoch <= newest:
+                    continue
+                requests += piece.requests
+                errors += piece.errors
+                fallbacks += piece.fallbacks
+                latency.merge(piece.latency)
+                for name, (count, total) in piece.outcomes.items():
+                    sums = outcomes.setdefault(name, [0, 0.0])
+                    sums[0] += count
+                    sums[1] += total
+        if not requests and not outcomes:
+            return None
+        return VersionMetrics(
+            version=version,
+            window_s=window_s,
+            requests=requests,
+            errors=errors,
+            fallbacks=fallbacks,
+            error_rate=errors / requests if requests else 0.0,
+            latency_p50=latency.quantile(0.5),
+            latency_p95=latency.quantile(0.95),
+            latency_p99=latency.quantile(0.99),
+            outcomes=MappingProxyType(
+                {
+                    name: OutcomeStats(int(count), total, total / count)
+                    for name, (count, total) in sorted(outcomes.items())
+                }
+            ),
+        )
