@@ -12,32 +12,41 @@ import os
 import random as _random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openfeature import api
 from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import FlagEvaluationDetails
+from openfeature.track import TrackingEventDetails
 
 from . import pins
 from .artifacts import ArtifactStore
+from .audit import DecisionLog
 from .cache import CacheEntry, ModelCache
 from .changes import ChangeFeed, overrides_provider
 from .context import to_context
 from .errors import ModelFlagsError, ModelUnavailableError, VersionLoadError
 from .events import BecameLKG, EventDispatcher, FellBack, Listener, Loaded, LoadFailed, Quarantined
+from .guardrails import Breach
 from .health import Backoff, Health
 from .loading import Loader, LoaderRegistry
+from .metrics import MetricsRecorder, VersionMetrics
 from .prewarm import Prewarmer
 from .registry import ModelSpec, Registry, load_registry
 from .resolution import OVERRIDE, Resolution, Resolver
 from .served import ServedModel
 from .shadow import ShadowRunner, ShadowStats, sampled
 from .status import ModelStatus, QuarantineStatus, model_status
+from .supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from .actuators import Actuator
+    from .canary import CanaryDriver, Stage
 
 __all__ = ["FALLBACK", "ModelFlags", "ModelStatus", "QuarantineStatus"]
 
@@ -48,6 +57,9 @@ OVERRIDES_ENV = "MODELFLAGS_OVERRIDES"
 
 FALLBACK = "FALLBACK"
 """The ``reason`` of a handle served by the last known good version after a failure."""
+
+ROLLED_BACK = "ROLLED_BACK"
+"""The ``reason`` of a handle served by the LKG because the flagged version was rolled back."""
 
 PREWARMING = "PREWARMING"
 """The ``reason`` of a handle served by the LKG while the chosen version loads after a change."""
@@ -110,6 +122,12 @@ class ModelFlags:
         overrides: str | os.PathLike[str] | None = None,
         prewarm: bool = True,
         prewarm_sample: int = 64,
+        metrics: bool = False,
+        metrics_exporters: Sequence[MetricsRecorder] = (),
+        actuator: Actuator | None = None,
+        guardrail_interval: float = 1.0,
+        decision_log: str | os.PathLike[str] | DecisionLog | None = None,
+        decision_sample: float = 1.0,
     ) -> None:
         if client is not None and domain is not None:
             raise ValueError("pass client= or domain=, not both")
@@ -167,6 +185,32 @@ class ModelFlags:
             if prewarm
             else None
         )
+        rules = {
+            name: spec.guardrails
+            for name, spec in self.registry.models.items()
+            if spec.guardrails is not None
+        }
+        self._supervisor = (
+            Supervisor(
+                rules,
+                flag_keys={name: model.flag_key for name, model in self._models.items()},
+                lkg=self._health.lkg,
+                emit=self._events.emit,
+                clock=clock,
+                recorders=tuple(metrics_exporters),
+                actuator=actuator,
+                check_interval=guardrail_interval,
+                promote=self._promote,
+                is_proven=self._health.is_proven,
+            )
+            if rules or metrics or metrics_exporters
+            else None
+        )
+        self._audit = (
+            decision_log
+            if isinstance(decision_log, DecisionLog) or decision_log is None
+            else DecisionLog(decision_log, sample=decision_sample)
+        )
         self._closed = False
 
     # -- serving --------------------------------------------------------------------------------
@@ -194,15 +238,17 @@ class ModelFlags:
         else:
             details = self._evaluate(model, lkg, context)
         version = details.value
+        handle: ServedModel | None = None
         if (
             details.error_code is None
             and version in model.versions
             and (version == lkg or health.blocked(name, version) is None)
+            and (self._supervisor is None or version not in self._supervisor.rolled_back(name))
         ):
             # Fast path: a valid choice whose model is cached; no lock taken.
             entry = self._cache.get((name, version))
             if entry is not None:
-                return ServedModel(
+                handle = ServedModel(
                     self,
                     name,
                     version,
@@ -211,17 +257,38 @@ class ModelFlags:
                     model.metadata[version],
                     reason=details.reason,
                     variant=details.variant,
-                    shadow_version=(
-                        None
-                        if model.shadow_flag is None
-                        else self._choose_shadow(model, version, context)
-                    ),
+                    context=context,
                 )
-        resolution = self._resolver.interpret(name, model.flag_key, lkg, details, model.versions)
-        handle = self._serve(model, resolution, lkg)
+        if handle is None:
+            resolution = self._resolver.interpret(
+                name, model.flag_key, lkg, details, model.versions
+            )
+            handle = self._serve(model, resolution, lkg, context)
         if model.shadow_flag is not None:
             handle.shadow_version = self._choose_shadow(model, handle.version, context)
+        if self._audit is not None:
+            self._audit.log(
+                name,
+                handle.requested_version,
+                handle.version,
+                str(handle.reason),
+                self._cause(name, handle),
+                context.targeting_key,
+            )
         return handle
+
+    def _cause(self, name: str, handle: ServedModel) -> str | None:
+        """Why a handle is not what the flag asked (for the decision log)."""
+        if not handle.fell_back:
+            return None
+        if handle.reason == ROLLED_BACK:
+            return f"version {handle.requested_version!r} is rolled back"
+        if handle.reason == PREWARMING:
+            return f"version {handle.requested_version!r} is loading after a flag change"
+        for quarantine in self._health.quarantined(name):
+            if quarantine.version == handle.requested_version:
+                return quarantine.cause
+        return self._resolver.errors(name)[1]
 
     async def get_model_async(self, name: str, user: object = None) -> ServedModel:
         """Like :meth:`get_model`: evaluates with OpenFeature's async API, loads on a thread."""
@@ -243,9 +310,9 @@ class ModelFlags:
             resolution = await self._resolver.resolve_async(
                 name, model.flag_key, lkg, context, model.versions
             )
-        handle = self._serve_cached(model, resolution, lkg)
+        handle = self._serve_cached(model, resolution, lkg, context)
         if handle is None:  # a load (or a fallback that may load): off the event loop
-            handle = await asyncio.to_thread(self._serve, model, resolution, lkg)
+            handle = await asyncio.to_thread(self._serve, model, resolution, lkg, context)
         if model.shadow_flag is not None:
             handle.shadow_version = self._choose_shadow(model, handle.version, context)
         return handle
@@ -303,12 +370,16 @@ class ModelFlags:
             return None
         return shadow
 
-    def _serve_cached(self, model: _Model, resolution: Resolution, lkg: str) -> ServedModel | None:
+    def _serve_cached(
+        self, model: _Model, resolution: Resolution, lkg: str, context: EvaluationContext
+    ) -> ServedModel | None:
         """The handle when the chosen version is valid and cached (no I/O), else None."""
         name = model.spec.name
         version = resolution.version
-        if resolution.error is not None or (
-            version != lkg and self._health.blocked(name, version) is not None
+        if (
+            resolution.error is not None
+            or (version != lkg and self._health.blocked(name, version) is not None)
+            or (self._supervisor is not None and version in self._supervisor.rolled_back(name))
         ):
             return None
         entry = self._cache.get((name, version))
@@ -323,12 +394,33 @@ class ModelFlags:
             model.metadata[version],
             reason=resolution.reason,
             variant=resolution.variant,
+            context=context,
         )
 
-    def _serve(self, model: _Model, resolution: Resolution, lkg: str) -> ServedModel:
+    def _serve(
+        self, model: _Model, resolution: Resolution, lkg: str, context: EvaluationContext
+    ) -> ServedModel:
         name = model.spec.name
         version = resolution.version
         requested = resolution.requested or version
+        if (
+            version != lkg
+            and self._supervisor is not None
+            and version in self._supervisor.rolled_back(name)
+        ):
+            lkg, entry = self._lkg_entry(name)
+            return ServedModel(
+                self,
+                name,
+                lkg,
+                requested,
+                entry.value,
+                model.metadata[lkg],
+                reason=ROLLED_BACK,
+                variant=resolution.variant,
+                fell_back=True,
+                context=context,
+            )
         if version != lkg:
             prewarmer = self._prewarmer
             if (
@@ -348,6 +440,7 @@ class ModelFlags:
                     reason=PREWARMING,
                     variant=resolution.variant,
                     fell_back=True,
+                    context=context,
                 )
             if self._health.blocked(name, version) is None:
                 try:
@@ -365,6 +458,7 @@ class ModelFlags:
                         reason=resolution.reason,
                         variant=resolution.variant,
                         fell_back=requested != version,
+                        context=context,
                     )
             lkg, entry = self._lkg_entry(name)
             return ServedModel(
@@ -377,6 +471,7 @@ class ModelFlags:
                 reason=FALLBACK,
                 variant=resolution.variant,
                 fell_back=True,
+                context=context,
             )
         lkg, entry = self._lkg_entry(name)
         return ServedModel(
@@ -389,6 +484,7 @@ class ModelFlags:
             reason=resolution.reason if lkg == version else FALLBACK,
             variant=resolution.variant,
             fell_back=requested != lkg,
+            context=context,
         )
 
     def invoke(
@@ -405,13 +501,20 @@ class ModelFlags:
             if lkg != handle.version:
                 return getattr(entry.value, method)(*args, **kwargs)
         shadow = handle.shadow_version
-        started = time.perf_counter() if shadow is not None else 0.0
+        supervisor = self._supervisor
+        timed = shadow is not None or supervisor is not None
+        started = time.perf_counter() if timed else 0.0
         try:
             result = getattr(handle.model, method)(*args, **kwargs)
         except Exception as exc:
-            return self._recover(handle, method, args, kwargs, exc)
+            return self._recover(handle, method, args, kwargs, exc, started)
+        elapsed = time.perf_counter() - started if timed else 0.0
+        if supervisor is not None:
+            # A handle that fell back counts as a fallback of the version the flag asked for.
+            supervisor.record_call(
+                handle.name, handle.requested_version, elapsed, False, handle.fell_back
+            )
         if shadow is not None:
-            elapsed = time.perf_counter() - started
             if health.blocked(handle.name, shadow) is None:
                 self._shadow.submit(
                     handle.name, handle.version, shadow, method, args, kwargs, result, elapsed
@@ -429,9 +532,14 @@ class ModelFlags:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         error: Exception,
+        started: float,
     ) -> Any:
         name, version = handle.name, handle.version
+        supervisor = self._supervisor
         if version == self._health.lkg(name):
+            if supervisor is not None:
+                elapsed = time.perf_counter() - started
+                supervisor.record_call(name, handle.requested_version, elapsed, True, False)
             raise error
         try:
             lkg, entry = self._lkg_entry(name)
@@ -442,6 +550,9 @@ class ModelFlags:
             result = getattr(entry.value, method)(*args, **kwargs)
         except Exception:
             lkg_failed = True
+        if supervisor is not None and not lkg_failed:  # both failing: bad input, not the version
+            elapsed = time.perf_counter() - started
+            supervisor.record_call(name, handle.requested_version, elapsed, True, True)
         if lkg_failed:
             # Both versions reject this call: the input is the caller's to see, nobody is penalised.
             raise error
@@ -538,7 +649,7 @@ class ModelFlags:
                     error,
                     default,
                 )
-                self._set_lkg(name, default, proven=False)
+                self._set_lkg(name, default)
                 return default, entry
         raise ModelUnavailableError(
             f"model {name!r}: its last known good version {lkg!r} cannot be served: {error}",
@@ -575,21 +686,29 @@ class ModelFlags:
         self._events.emit(Quarantined(name, version, cause, entry.failures, entry.until))
 
     def _proved(self, name: str, version: str) -> None:
-        previous = self._health.mark_good(name, version)
+        # With guardrails, one good call is not enough: the supervisor promotes the version
+        # once it has carried enough healthy traffic for long enough.
+        supervisor = self._supervisor
+        gated = supervisor is not None and supervisor.gates(name)
+        previous = self._health.mark_good(name, version, promote=not gated)
         if previous is not None:
-            self._cache.pin((name, version))
-            self._cache.unpin((name, previous))
-            logger.info(
-                "model %r: version %r is now last known good (was %r)", name, version, previous
-            )
-            self._events.emit(BecameLKG(name, version, previous))
+            self._lkg_changed(name, version, previous)
 
-    def _set_lkg(self, name: str, version: str, *, proven: bool) -> None:
+    def _promote(self, name: str, version: str) -> None:
+        previous = self._health.promote(name, version)
+        if previous is not None:
+            self._lkg_changed(name, version, previous)
+
+    def _lkg_changed(self, name: str, version: str, previous: str) -> None:
+        self._cache.pin((name, version))
+        self._cache.unpin((name, previous))
+        logger.info("model %r: version %r is now last known good (was %r)", name, version, previous)
+        self._events.emit(BecameLKG(name, version, previous))
+
+    def _set_lkg(self, name: str, version: str) -> None:
         previous = self._health.set_lkg(name, version)
         if previous != version:
-            self._cache.pin((name, version))
-            self._cache.unpin((name, previous))
-            self._events.emit(BecameLKG(name, version, previous))
+            self._lkg_changed(name, version, previous)
 
     def _on_change(self, changed: frozenset[str] | None) -> None:
         """A provider reports changed flags (``None``: it did not say which)."""
@@ -609,8 +728,158 @@ class ModelFlags:
                 )
         if self._prewarmer is not None and not self._closed:
             self._prewarmer.schedule(affected)
+            if self._supervisor is not None:
+                for name in affected:
+                    self._release_moved_rollbacks(name)
+
+    def _release_moved_rollbacks(self, name: str) -> None:
+        """Lift rollbacks of versions the flag no longer selects for any recent context."""
+        assert self._supervisor is not None and self._prewarmer is not None
+        rolled_back = self._supervisor.rolled_back(name)
+        if not rolled_back:
+            return
+        selected = {
+            self._selects(name, context) for context in self._prewarmer.ring(name).snapshot()
+        }
+        moved = [version for version in rolled_back if version not in selected]
+        if moved and self._supervisor.release(name, moved):
+            logger.info("model %r: flag no longer selects %s; rollback lifted", name, moved)
 
     # -- operations -----------------------------------------------------------------------------
+
+    # -- metrics, outcomes, guardrails ---------------------------------------------------------
+
+    def metrics(self, name: str) -> dict[str, VersionMetrics]:
+        """Per-version metrics of model ``name`` over the sliding window.
+
+        Metrics are kept when the model has guardrails, or with ``ModelFlags(metrics=True)``;
+        otherwise this is empty.
+        """
+        self._model(name)
+        return {} if self._supervisor is None else self._supervisor.snapshot(name)
+
+    def record_outcome(
+        self, model: ServedModel | str, name: str, value: float = 1.0, *, version: str | None = None
+    ) -> None:
+        """Report a business outcome (a click, a conversion) of a served decision.
+
+        Pass the handle that answered (its version and context are used), or the model name with
+        ``version=``. The outcome feeds the per-version metrics and guardrails, and goes to
+        OpenFeature's tracking API (``client.track``) so flag services that collect it see it.
+        """
+        if isinstance(model, ServedModel):
+            model_name, served, context = model.name, model.version, model.context
+        else:
+            if version is None:
+                raise ValueError(
+                    f"record_outcome({model!r}, {name!r}, ...): pass the handle get_model "
+                    "returned, or version= with a model name"
+                )
+            model_name, served, context = model, version, None
+        spec = self._model(model_name)
+        if served not in spec.versions:
+            raise ModelUnavailableError(
+                f"model {model_name!r} has no version {served!r}", model=model_name, version=served
+            )
+        if self._supervisor is not None:
+            self._supervisor.record_outcome(model_name, served, name, float(value))
+        try:
+            self._client.track(
+                name,
+                context,
+                TrackingEventDetails(
+                    value=float(value), attributes={"model": model_name, "version": served}
+                ),
+            )
+        except Exception:
+            logger.debug("tracking %r failed", name, exc_info=True)
+
+    def rollback(self, name: str, version: str | None = None, *, reason: str) -> list[str]:
+        """Pin model ``name`` away from ``version`` (default: every non-LKG version with traffic).
+
+        The LKG serves instead (reason ``ROLLED_BACK``) until :meth:`release`, or until the flag
+        stops selecting the version. With an actuator, the flag is also rolled back at its source.
+        """
+        model = self._model(name)
+        supervisor = self._require_supervisor()
+        lkg = self._health.lkg(name)
+        if version is not None and version not in model.versions:
+            raise ModelUnavailableError(
+                f"model {name!r} has no version {version!r}", model=name, version=version
+            )
+        versions = (
+            [version]
+            if version is not None
+            else [served for served in supervisor.snapshot(name) if served != lkg]
+        )
+        for chosen in versions:
+            if chosen == self._health.lkg(name):
+                replacement = self._health.demote(name, chosen)
+                if replacement == chosen:
+                    raise ValueError(
+                        f"model {name!r}: cannot roll back {chosen!r}: it is the last known good "
+                        "version and no other version has proven itself"
+                    )
+                self._lkg_changed(name, replacement, chosen)
+            supervisor.rollback(name, chosen, reason=reason)
+        return versions
+
+    def check_guardrails(self) -> list[Breach]:
+        """Check every model's guardrails now (a background thread does it every second)."""
+        return [] if self._supervisor is None else self._supervisor.check()
+
+    def breaches(self, name: str, version: str | None = None) -> list[Breach]:
+        """Guardrail breaches of model ``name`` that fired and were not released."""
+        self._model(name)
+        return [] if self._supervisor is None else self._supervisor.breaches(name, version)
+
+    def canary(
+        self,
+        name: str,
+        candidate: str,
+        actuator: Actuator,
+        *,
+        stages: Sequence[int] | Sequence[Stage] = (1, 10, 50, 100),
+        stage_seconds: float = 60.0,
+        poll_s: float = 1.0,
+    ) -> CanaryDriver:
+        """A canary of ``candidate`` against the LKG, driven through ``actuator`` stage by stage.
+
+        It advances while the model's guardrails hold and rolls back when one fires; call
+        ``run()`` on the result (it blocks until the canary ends).
+        """
+        from .canary import CanaryDriver
+
+        model = self._model(name)
+        if candidate not in model.versions:
+            raise ModelUnavailableError(
+                f"model {name!r} has no version {candidate!r}", model=name, version=candidate
+            )
+        if model.spec.guardrails is None:
+            raise ModelFlagsError(f"model {name!r} has no guardrails: a canary needs them")
+        baseline = self._health.lkg(name)
+
+        def check() -> list[Breach]:
+            self.check_guardrails()
+            return self.breaches(name, candidate)
+
+        return CanaryDriver(
+            actuator,
+            flag_key=model.flag_key,
+            baseline=baseline,
+            candidate=candidate,
+            stages=stages,
+            stage_seconds=stage_seconds,
+            check=check,
+            poll_s=poll_s,
+        )
+
+    def _require_supervisor(self) -> Supervisor:
+        if self._supervisor is None:
+            raise ModelFlagsError(
+                "rollbacks need metrics: give the model guardrails, or ModelFlags(metrics=True)"
+            )
+        return self._supervisor
 
     def status(self) -> dict[str, ModelStatus]:
         """Per model: LKG, loaded versions with bytes, quarantined versions with cause and retry."""
@@ -631,9 +900,13 @@ class ModelFlags:
         }
 
     def release(self, name: str, version: str | None = None) -> list[str]:
-        """Lift the quarantine of ``version`` (or of every version) of model ``name`` now."""
+        """Lift the quarantine and rollback of ``version`` (or of every version) of ``name`` now."""
         self._model(name)
-        return self._health.release(name, version)
+        released = self._health.release(name, version)
+        if self._supervisor is not None:
+            versions = None if version is None else [version]
+            released = sorted({*released, *self._supervisor.release(name, versions)})
+        return released
 
     def add_listener(self, listener: Listener) -> None:
         """Receive events (loaded, load failed, fell back, quarantined, became LKG)."""
@@ -644,12 +917,15 @@ class ModelFlags:
         self._events.remove(listener)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait for queued shadow calls, then queued events; False if ``timeout`` passed first."""
+        """Wait for shadow calls, then events and decision log lines; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._shadow.flush(timeout):
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        if not self._shadow.flush(timeout) or not self._events.flush(remaining()):
             return False
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return self._events.flush(remaining)
+        return self._audit is None or self._audit.flush(remaining())
 
     def shadow_report(self, name: str) -> dict[tuple[str, str], ShadowStats]:
         """Shadow statistics of model ``name`` per (primary, shadow) version pair."""
@@ -675,6 +951,10 @@ class ModelFlags:
         self._feed.close()
         if self._prewarmer is not None:
             self._prewarmer.close()
+        if self._supervisor is not None:
+            self._supervisor.close()
+        if self._audit is not None:
+            self._audit.close()
         if self._overrides is not None:
             self._overrides.shutdown()
         self._shadow.close()

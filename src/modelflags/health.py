@@ -74,7 +74,9 @@ class Health:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._lkg: dict[str, str] = dict(defaults)
-        self._proven: dict[str, set[str]] = {model: set() for model in defaults}
+        # Proven versions per model, in the order they proved themselves (an ordered set).
+        self._proven: dict[str, dict[str, None]] = {model: {} for model in defaults}
+        self._defaults = dict(defaults)
         self._quarantine: dict[str, dict[str, Quarantine]] = {}
         self._state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
         if self._state_path is not None:
@@ -102,16 +104,22 @@ class Health:
 
     # -- transitions ----------------------------------------------------------------------------
 
-    def mark_good(self, model: str, version: str) -> str | None:
-        """Record a completed inference call. Returns the previous LKG if ``version`` became LKG."""
+    def mark_good(self, model: str, version: str, *, promote: bool = True) -> str | None:
+        """Record a completed inference call. Returns the previous LKG if ``version`` became LKG.
+
+        With ``promote=False`` the version is proven but stays a candidate until :meth:`promote`
+        (guardrails hold promotion back until they have seen enough healthy traffic).
+        """
         with self._lock:
             proven = self._proven[model]
             if version in proven:
                 return None
-            proven.add(version)
+            proven[version] = None
             entries = self._quarantine.get(model)
             if entries:
                 entries.pop(version, None)
+            if not promote:
+                return None
             previous = self._lkg[model]
             if previous == version:
                 return None
@@ -119,11 +127,37 @@ class Health:
         self._persist()
         return previous
 
+    def promote(self, model: str, version: str) -> str | None:
+        """Make a proven ``version`` the LKG; returns the previous LKG if it changed."""
+        with self._lock:
+            previous = self._lkg[model]
+            if previous == version or version not in self._proven[model]:
+                return None
+            self._lkg[model] = version
+        self._persist()
+        return previous
+
+    def demote(self, model: str, version: str) -> str:
+        """Forget that ``version`` proved itself; if it was the LKG, the previous one takes over.
+
+        The new LKG is the most recently proven other version, else ``default_version``. Returns
+        the LKG after the change.
+        """
+        with self._lock:
+            proven = self._proven[model]
+            proven.pop(version, None)
+            if self._lkg[model] == version:
+                others = [candidate for candidate in proven if candidate != version]
+                self._lkg[model] = others[-1] if others else self._defaults[model]
+            lkg = self._lkg[model]
+        self._persist()
+        return lkg
+
     def quarantine(self, model: str, version: str, cause: str) -> Quarantine:
         """Quarantine ``version`` after a failure; each failure in a row doubles the back-off."""
         now = self._clock()
         with self._lock:
-            self._proven[model].discard(version)
+            self._proven[model].pop(version, None)
             entries = self._quarantine.setdefault(model, {})
             previous = entries.get(version)
             failures = previous.failures + 1 if previous is not None else 1

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from .errors import RegistryError
+from .guardrails import GuardrailRules
 
 __all__ = ["ModelSpec", "Registry", "VersionSpec", "load_registry"]
 
@@ -109,7 +110,7 @@ class ModelSpec(BaseModel):
     shadow_rate: float = Field(default=1.0, ge=0.0, le=1.0)
     default_version: str
     versions: dict[str, VersionSpec]
-    guardrails: dict[str, Any] | None = None
+    guardrails: GuardrailRules | None = None
 
     @field_validator("versions", mode="before")
     @classmethod

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from openfeature.evaluation_context import EvaluationContext
+
 __all__ = ["Guard", "ServedModel"]
 
 
@@ -29,7 +31,8 @@ class ServedModel:
     Attributes: ``name``; ``version`` (the version serving); ``requested_version`` (what the flag
     asked; equals ``version`` unless it fell back); ``fell_back``; ``reason`` (the OpenFeature
     reason, or ``"FALLBACK"``); ``variant``; ``shadow_version`` (the version mirrored in shadow, or
-    ``None``); ``metadata`` (the version's lineage from the registry); ``model`` (the raw object).
+    ``None``); ``metadata`` (the version's lineage from the registry); ``model`` (the raw object);
+    ``context`` (the evaluation context the decision was made for).
 
     ``predict``, ``predict_proba``, ``decision_function``, ``transform``, ``score_samples``,
     calling the handle, and any other method of the model run with fallback; other attributes are
@@ -39,6 +42,7 @@ class ServedModel:
 
     __slots__ = (
         "_guard",
+        "context",
         "fell_back",
         "metadata",
         "model",
@@ -59,6 +63,7 @@ class ServedModel:
     shadow_version: str | None
     metadata: Mapping[str, Any]
     model: Any
+    context: EvaluationContext | None
 
     def __init__(
         self,
@@ -73,6 +78,7 @@ class ServedModel:
         variant: str | None,
         fell_back: bool = False,
         shadow_version: str | None = None,
+        context: EvaluationContext | None = None,
     ) -> None:
         self._guard = guard
         self.name = name
@@ -84,6 +90,7 @@ class ServedModel:
         self.variant = variant
         self.fell_back = fell_back
         self.shadow_version = shadow_version
+        self.context = context
 
     def predict(self, *args: Any, **kwargs: Any) -> Any:
         """The model's ``predict``, with fallback."""

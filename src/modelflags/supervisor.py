@@ -1,0 +1,257 @@
+"""Supervision: per-version metrics, guardrail checks, and what happens when a guardrail fires.
+
+The request path records each inference call (version, latency, error, fallback) into
+:class:`~modelflags.metrics.Metrics` and any extra recorders (OpenTelemetry). A background thread
+checks every model's guardrails about once a second. A breach whose rule says ``rollback`` pins the
+model away from the breaching version locally, at once: the flag's choice of that version is
+ignored, and the last known good version serves, until a person calls ``release`` or the flag
+stops selecting it. With an actuator, the rollback is also made at the flag's source, off the
+request path; actuator failures are logged and reported as events, never raised. A breach whose
+rule says ``alert`` is an event and an ERROR log line, and a person may roll back by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .guardrails import Breach, GuardrailRules, Guardrails
+from .metrics import Metrics, MetricsRecorder, VersionMetrics
+
+if TYPE_CHECKING:
+    from .actuators import Actuator
+
+__all__ = ["ActuatorFailed", "GuardrailAlert", "RolledBack", "Supervisor"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RolledBack:
+    """``version`` of ``model`` is pinned away; ``lkg`` serves. ``breach`` is the evidence."""
+
+    model: str
+    version: str
+    lkg: str
+    reason: str
+    breach: Breach | None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailAlert:
+    """A guardrail whose action is ``alert`` fired: nothing was changed."""
+
+    model: str
+    version: str
+    breach: Breach
+
+
+@dataclass(frozen=True, slots=True)
+class ActuatorFailed:
+    """The rollback at the flag's source failed; the local rollback stands."""
+
+    model: str
+    version: str
+    flag_key: str
+    error: str
+
+
+class Supervisor:
+    """Metrics, guardrails and rollbacks for one :class:`~modelflags.ModelFlags`.
+
+    Safe to share between threads. ``rolled_back`` is a lock-free read for the request path.
+    """
+
+    def __init__(
+        self,
+        rules: Mapping[str, GuardrailRules],
+        *,
+        flag_keys: Mapping[str, str],
+        lkg: Callable[[str], str],
+        emit: Callable[[object], None],
+        clock: Callable[[], float],
+        recorders: Sequence[MetricsRecorder] = (),
+        actuator: Actuator | None = None,
+        check_interval: float = 1.0,
+        window_s: float = 60.0,
+        promote: Callable[[str, str], None] | None = None,
+        is_proven: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        window = max([window_s, *(rule.window_s for rule in rules.values())])
+        self.metrics = Metrics(window_s=window, clock=clock)
+        self.guardrails = Guardrails(rules, self.metrics, clock=clock)
+        self._recorders: tuple[MetricsRecorder, ...] = (self.metrics, *recorders)
+        self._flag_keys = dict(flag_keys)
+        self._lkg = lkg
+        self._emit = emit
+        self._actuator = actuator
+        self._interval = check_interval
+        self._lock = threading.Lock()
+        self._rolled_back: dict[str, frozenset[str]] = {}
+        self._fired: dict[tuple[str, str], Breach] = {}
+        self._promote = promote
+        self._is_proven = is_proven
+        self._healthy_since: dict[tuple[str, str], float] = {}
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if rules:
+            self._thread = threading.Thread(
+                target=self._watch, name="modelflags-guardrails", daemon=True
+            )
+            self._thread.start()
+
+    # -- request path ---------------------------------------------------------------------------
+
+    def record_call(
+        self, model: str, version: str, latency_s: float, error: bool, fell_back: bool
+    ) -> None:
+        """Record one inference call of ``version`` in every recorder."""
+        for recorder in self._recorders:
+            recorder.record_call(model, version, latency_s, error, fell_back)
+
+    def record_outcome(self, model: str, version: str, name: str, value: float) -> None:
+        """Record an outcome the application reports for a call ``version`` answered."""
+        for recorder in self._recorders:
+            recorder.record_outcome(model, version, name, value)
+
+    def gates(self, model: str) -> bool:
+        """True when promotion of ``model``'s versions waits for its guardrails."""
+        return model in self.guardrails.rules
+
+    def rolled_back(self, model: str) -> frozenset[str]:
+        """The versions of ``model`` pinned away (empty when none)."""
+        return self._rolled_back.get(model, frozenset())
+
+    # -- checks and actions ---------------------------------------------------------------------
+
+    def check(self, models: Iterable[str] | None = None) -> list[Breach]:
+        """Check guardrails now (the background thread does this every second)."""
+        fired: list[Breach] = []
+        for model in models if models is not None else list(self.guardrails.rules):
+            if model not in self.guardrails.rules:
+                continue
+            lkg = self._lkg(model)
+            versions = list(self.metrics.snapshot(model))
+            for breach in self.guardrails.check(model, lkg, versions):
+                fired.append(breach)
+                self._act(breach)
+            self._promote_healthy(model, lkg)
+        return fired
+
+    def _promote_healthy(self, model: str, lkg: str) -> None:
+        """Promote a proven candidate that held its guardrails for ``sustained_s`` with traffic."""
+        rules = self.guardrails.rules[model]
+        now = self._clock()
+        rolled_back = self.rolled_back(model)
+        for version, verdict in self.guardrails.state(model).items():
+            key = (model, version)
+            healthy = (
+                version != lkg
+                and not verdict.breaching
+                and not verdict.fired
+                and verdict.requests >= rules.min_requests
+                and version not in rolled_back
+            )
+            if not healthy:
+                self._healthy_since.pop(key, None)
+                continue
+            since = self._healthy_since.setdefault(key, now)
+            proven = self._is_proven is None or self._is_proven(model, version)
+            if now - since >= rules.sustained_s and proven and self._promote is not None:
+                self._healthy_since.pop(key, None)
+                logger.info(
+                    "model %r: version %r held its guardrails for %.0f s; promoting it",
+                    model,
+                    version,
+                    now - since,
+                )
+                self._promote(model, version)
+
+    def breaches(self, model: str, version: str | None = None) -> list[Breach]:
+        """Breaches that fired for ``model`` (and ``version``) and were not released."""
+        with self._lock:
+            return [
+                breach
+                for (owner, fired_version), breach in self._fired.items()
+                if owner == model and (version is None or fired_version == version)
+            ]
+
+    def rollback(
+        self, model: str, version: str, *, reason: str, breach: Breach | None = None
+    ) -> None:
+        """Pin ``model`` away from ``version`` and, with an actuator, roll back at the source."""
+        lkg = self._lkg(model)
+        with self._lock:
+            self._rolled_back[model] = self.rolled_back(model) | {version}
+        logger.error("model %r: rolled back from %r to %r: %s", model, version, lkg, reason)
+        self._emit(RolledBack(model, version, lkg, reason, breach))
+        if self._actuator is not None:
+            threading.Thread(
+                target=self._actuate,
+                args=(model, version, lkg),
+                name="modelflags-actuator",
+                daemon=True,
+            ).start()
+
+    def release(self, model: str, versions: Iterable[str] | None = None) -> list[str]:
+        """Lift rollbacks of ``model`` (all, or ``versions``) and forget their breaches."""
+        with self._lock:
+            current = self.rolled_back(model)
+            chosen = current if versions is None else current & set(versions)
+            self._rolled_back[model] = current - chosen
+            for version in chosen:
+                self._fired.pop((model, version), None)
+        for version in chosen:
+            self.guardrails.reset(model, version)
+            self.metrics.reset(model, version)
+        return sorted(chosen)
+
+    def snapshot(self, model: str) -> dict[str, VersionMetrics]:
+        """Metrics of ``model`` per version, over the window."""
+        return self.metrics.snapshot(model)
+
+    def close(self) -> None:
+        """Stop the background checks."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _act(self, breach: Breach) -> None:
+        with self._lock:
+            self._fired[(breach.model, breach.version)] = breach
+        rule_text = (
+            f"{breach.rule} {breach.observed:.4g} > {breach.threshold:.4g} "
+            f"over {breach.window_s:g} s ({breach.requests} requests; "
+            f"{breach.lkg} had {breach.lkg_requests})"
+        )
+        if breach.action == "rollback" and breach.version != self._lkg(breach.model):
+            self.rollback(breach.model, breach.version, reason=rule_text, breach=breach)
+        else:
+            logger.error(
+                "model %r version %r: guardrail fired: %s", breach.model, breach.version, rule_text
+            )
+            self._emit(GuardrailAlert(breach.model, breach.version, breach))
+
+    def _actuate(self, model: str, version: str, lkg: str) -> None:
+        assert self._actuator is not None
+        flag_key = self._flag_keys[model]
+        try:
+            self._actuator.rollback(flag_key, to_version=lkg, from_version=version)
+        except Exception as exc:
+            logger.error(
+                "model %r: rolling back flag %r at its source failed: %s", model, flag_key, exc
+            )
+            self._emit(ActuatorFailed(model, version, flag_key, str(exc)))
+        else:
+            logger.info("model %r: flag %r now serves %r at its source", model, flag_key, lkg)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.check()
+            except Exception:
+                logger.exception("guardrail check failed")
