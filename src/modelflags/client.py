@@ -363,9 +363,14 @@ class ModelFlags:
     def _choose_shadow(self, model: _Model, serving: str, context: EvaluationContext) -> str | None:
         assert model.shadow_flag is not None
         name = model.spec.name
+        keyed = context.targeting_key is not None
+        # With a targeting key, sampling is a pure function of the key: decide it before paying
+        # for the shadow flag's evaluation.
+        if keyed and not sampled(model.shadow_rate, name, context.targeting_key, self._random):
+            return None
         shadow = self._resolver.shadow(name, model.shadow_flag, serving, context, model.versions)
-        if shadow is None or not sampled(
-            model.shadow_rate, name, context.targeting_key, self._random
+        if shadow is None or (
+            not keyed and not sampled(model.shadow_rate, name, None, self._random)
         ):
             return None
         return shadow

@@ -1,8 +1,8 @@
 """Shadow mode: mirror inference calls to a candidate version in the background, and compare.
 
-The request thread only decides whether to mirror (sampling) and hands the call to a bounded
-executor; when the executor's queue is full the call is dropped and counted, never waited for. The
-shadow version is loaded through the same cache and single flight as any version, on the shadow
+The request thread only decides whether to mirror (sampling) and hands the call to a bounded queue
+served by background worker threads; when the queue is full the call is dropped and counted, never
+waited for. The shadow version is loaded through the same cache and single flight as any version, on the shadow
 thread. Its result is compared with the primary's and folded into per-pair statistics; nothing
 the shadow does can change, delay or fail the primary call.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +79,12 @@ class Comparison:
 
 
 def compare(primary: Any, shadow: Any) -> Comparison:
-    """Compare two outputs element-wise; outputs of different shapes agree on nothing."""
+    """Compare two outputs element-wise.
+
+    Label outputs (integers, booleans, strings, objects) count towards agreement; floating-point
+    outputs (probabilities, scores) towards the absolute differences, where a NaN in the same
+    place of both is no difference. Outputs of different shapes agree on nothing.
+    """
     import numpy as np
 
     left = np.asarray(primary)
@@ -88,16 +93,28 @@ def compare(primary: Any, shadow: Any) -> Comparison:
         size = max(left.size, right.size, 1)
         return Comparison(size, 0, 0, 0.0, None)
     size = int(left.size)
-    equal = int(np.count_nonzero(left == right)) if size else 0
-    if (
-        size
-        and np.issubdtype(left.dtype, np.number)
-        and np.issubdtype(right.dtype, np.number)
-        and not np.issubdtype(left.dtype, np.bool_)
-    ):
+    if not size:
+        return Comparison(0, 0, 0, 0.0, None)
+    if _is_number(left) and _is_number(right) and (_is_float(left) or _is_float(right)):
         diff = np.abs(left.astype(np.float64) - right.astype(np.float64))
-        return Comparison(size, equal, size, float(diff.sum()), float(diff.max()))
-    return Comparison(size, equal, 0, 0.0, None)
+        diff[np.isnan(left) & np.isnan(right)] = 0.0
+        diff = diff[~np.isnan(diff)]
+        if not diff.size:
+            return Comparison(0, 0, 0, 0.0, None)
+        return Comparison(0, 0, int(diff.size), float(diff.sum()), float(diff.max()))
+    return Comparison(size, int(np.count_nonzero(left == right)), 0, 0.0, None)
+
+
+def _is_number(array: Any) -> bool:
+    import numpy as np
+
+    return bool(np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.bool_))
+
+
+def _is_float(array: Any) -> bool:
+    import numpy as np
+
+    return bool(np.issubdtype(array.dtype, np.inexact))
 
 
 def sampled(
@@ -167,7 +184,11 @@ class ShadowRunner:
 
     Safe to share between threads. ``workers`` threads run shadow calls; at most ``max_pending``
     calls wait or run at once, beyond which new ones are dropped (counted). :meth:`close` cancels
-    what has not started and joins the threads.
+    what has not started and joins the threads (daemon threads, each waited for at most
+    ``timeout`` seconds, so a shadow call that never returns cannot hold up shutdown).
+
+    Outputs are compared by kind: labels (integers, booleans, strings) count towards agreement,
+    floating-point outputs (probabilities, scores) towards the absolute differences.
     """
 
     def __init__(
@@ -181,12 +202,13 @@ class ShadowRunner:
         self._resolve_model = resolve_model
         self._emit = emit
         self._workers = workers
-        self._slots = threading.BoundedSemaphore(max_pending)
+        self._max_pending = max_pending
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
         self._stats: dict[tuple[str, str, str], _PairStats] = {}
-        self._executor: ThreadPoolExecutor | None = None
         self._closed = False
 
     def submit(
@@ -202,24 +224,34 @@ class ShadowRunner:
     ) -> bool:
         """Mirror one completed primary call; False (and counted) when it had to be dropped."""
         key = (model, primary, shadow)
-        if self._closed or not self._slots.acquire(blocking=False):
-            with self._lock:
-                self._pair(key).dropped += 1
-            return False
         with self._lock:
-            self._pair(key).mirrored += 1
+            pair = self._stats.get(key) or self._pair(key)
+            if self._closed or self._in_flight >= self._max_pending:
+                pair.dropped += 1
+                return False
+            pair.mirrored += 1
             self._in_flight += 1
-            executor = self._executor
-            if executor is None:
-                executor = self._executor = ThreadPoolExecutor(
-                    max_workers=self._workers, thread_name_prefix="modelflags-shadow"
-                )
-        try:
-            executor.submit(self._run, key, method, args, kwargs, result, primary_latency)
-        except RuntimeError:  # shut down meanwhile
-            self._finished()
-            return False
+            if len(self._threads) < self._workers:
+                self._start_worker()
+        self._queue.put((key, method, args, kwargs, result, primary_latency))
         return True
+
+    def _start_worker(self) -> None:
+        thread = threading.Thread(
+            target=self._work, name=f"modelflags-shadow_{len(self._threads)}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._closed:
+                self._finished()
+                continue
+            self._run(*item)
 
     def drop(self, model: str, primary: str, shadow: str) -> None:
         """Count a call that could not be mirrored (for example: the shadow is quarantined)."""
@@ -252,13 +284,17 @@ class ShadowRunner:
                 self._idle.wait(remaining)
         return True
 
-    def close(self, *, drain: bool = False) -> None:
+    def close(self, *, drain: bool = False, timeout: float = 5.0) -> None:
         """Stop: cancel queued calls (or run them, with ``drain``) and join the threads."""
+        if drain:
+            self.flush(timeout)
         with self._lock:
             self._closed = True
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=not drain)
+            threads, self._threads = self._threads, []
+        for _ in threads:
+            self._queue.put(None)
+        for thread in threads:
+            thread.join(timeout)  # a shadow call that never returns cannot hold up shutdown
         with self._idle:
             self._in_flight = 0
             self._idle.notify_all()
@@ -270,7 +306,6 @@ class ShadowRunner:
         return pair
 
     def _finished(self) -> None:
-        self._slots.release()
         with self._idle:
             self._in_flight -= 1
             if not self._in_flight:
