@@ -2,9 +2,9 @@
 
 The request thread only decides whether to mirror (sampling) and hands the call to a bounded queue
 served by background worker threads; when the queue is full the call is dropped and counted, never
-waited for. The shadow version is loaded through the same cache and single flight as any version, on the shadow
-thread. Its result is compared with the primary's and folded into per-pair statistics; nothing
-the shadow does can change, delay or fail the primary call.
+waited for. The shadow version is loaded through the same cache and single flight as any version,
+on the shadow thread. Its result is compared with the primary's and folded into per-pair
+statistics; nothing the shadow does can change, delay or fail the primary call.
 """
 
 from __future__ import annotations
