@@ -1,8 +1,11 @@
 """modelflags: serve machine-learning model versions chosen by OpenFeature flags.
 
 ``ModelFlags`` is the entry point. This module also keeps one process-wide instance for
-applications that prefer module functions (:func:`configure`, :func:`get_model`); it is the only
-module that owns global state.
+applications that prefer module functions (:func:`configure`, :func:`get_model`). Global state lives
+here and in :mod:`modelflags.pins` (version pins for tests), nowhere else.
+
+Actuators and the canary driver live in :mod:`modelflags.actuators` and :mod:`modelflags.canary`
+(they bring in HTTP and file-lock machinery that plain serving does not need).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from .client import FALLBACK, ModelFlags
+from .audit import DecisionLog
+from .client import FALLBACK, PREWARMING, ROLLED_BACK, ModelFlags
 from .errors import (
     ArtifactError,
     ArtifactNotFoundError,
@@ -26,22 +30,36 @@ from .errors import (
     VersionLoadError,
 )
 from .events import BecameLKG, FellBack, Loaded, LoadFailed, Quarantined
+from .guardrails import Breach, GuardrailRules
 from .health import Backoff
+from .metrics import VersionMetrics
+from .prewarm import Prewarmed
 from .registry import ModelSpec, Registry, VersionSpec, load_registry
+from .resolution import OVERRIDE
 from .served import ServedModel
+from .shadow import ShadowResult, ShadowStats
 from .status import ModelStatus, QuarantineStatus
+from .supervisor import ActuatorFailed, GuardrailAlert, RolledBack
 
 __all__ = [
     "FALLBACK",
+    "OVERRIDE",
+    "PREWARMING",
+    "ROLLED_BACK",
+    "ActuatorFailed",
     "ArtifactError",
     "ArtifactNotFoundError",
     "ArtifactTooLargeError",
     "Backoff",
     "BecameLKG",
+    "Breach",
+    "DecisionLog",
     "DeserializationError",
     "DigestMismatchError",
     "FellBack",
     "FetchError",
+    "GuardrailAlert",
+    "GuardrailRules",
     "LoadFailed",
     "Loaded",
     "ModelFlags",
@@ -49,12 +67,17 @@ __all__ = [
     "ModelSpec",
     "ModelStatus",
     "ModelUnavailableError",
+    "Prewarmed",
     "QuarantineStatus",
     "Quarantined",
     "Registry",
     "RegistryError",
+    "RolledBack",
     "ServedModel",
+    "ShadowResult",
+    "ShadowStats",
     "VersionLoadError",
+    "VersionMetrics",
     "VersionSpec",
     "__version__",
     "configure",
