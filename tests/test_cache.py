@@ -11,8 +11,8 @@ import pytest
 from modelflags import ModelFlags
 from modelflags.cache import CacheEntry, ModelCache
 
-from support import Workspace
 from models import Constant
+from support import Workspace
 
 
 def entry(nbytes: int) -> Callable[[], CacheEntry]:

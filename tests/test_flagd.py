@@ -16,8 +16,8 @@ from openfeature.contrib.provider.flagd.config import ResolverType
 
 from modelflags import ModelFlags
 
-from support import Workspace
 from models import Constant
+from support import Workspace
 
 
 def flag_file(path: Path, targeting: dict[str, Any], default: str = "v1") -> None:

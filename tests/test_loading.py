@@ -15,8 +15,8 @@ from modelflags import DeserializationError, DigestMismatchError, ModelFlags, Re
 from modelflags.artifacts import ArtifactStore
 from modelflags.registry import Registry
 
-from support import Workspace
 from models import Constant
+from support import Workspace
 
 MARKER = Path("/nonexistent")
 
