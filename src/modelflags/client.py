@@ -36,7 +36,7 @@ from .guardrails import Breach
 from .health import Backoff, Health
 from .loading import Loader, LoaderRegistry
 from .metrics import MetricsRecorder, VersionMetrics
-from .prewarm import Prewarmer
+from .prewarm import ContextRing, Prewarmer
 from .registry import ModelSpec, Registry, load_registry
 from .resolution import OVERRIDE, Resolution, Resolver
 from .served import ServedModel
@@ -73,6 +73,7 @@ class _Model:
     metadata: Mapping[str, Mapping[str, Any]]
     shadow_flag: str | None
     shadow_rate: float
+    ring: ContextRing | None
 
 
 class ModelFlags:
@@ -140,6 +141,7 @@ class ModelFlags:
                 {version: item.metadata for version, item in spec.versions.items()},
                 spec.shadow_flag,
                 spec.shadow_rate,
+                ContextRing(prewarm_sample) if prewarm else None,
             )
             for name, spec in self.registry.models.items()
         }
@@ -185,6 +187,10 @@ class ModelFlags:
             if prewarm
             else None
         )
+        if self._prewarmer is not None:
+            for name, model in self._models.items():
+                if model.ring is not None:
+                    self._prewarmer.adopt(name, model.ring)
         rules = {
             name: spec.guardrails
             for name, spec in self.registry.models.items()
@@ -229,8 +235,9 @@ class ModelFlags:
                 model=name,
             )
         context = user if type(user) is EvaluationContext else to_context(user)
-        if self._prewarmer is not None:
-            self._prewarmer.ring(name).add(context)
+        ring = model.ring
+        if ring is not None:
+            ring.add(context)
         health = self._health
         lkg = health.lkg(name)
         if self._overrides is None and not self._pins and not pins.ACTIVE:
@@ -298,8 +305,8 @@ class ModelFlags:
         if model is None:
             raise ModelUnavailableError(f"unknown model {name!r}", model=name)
         context = user if type(user) is EvaluationContext else to_context(user)
-        if self._prewarmer is not None:
-            self._prewarmer.ring(name).add(context)
+        if model.ring is not None:
+            model.ring.add(context)
         lkg = self._health.lkg(name)
         if self._pins or pins.ACTIVE:
             details = self._evaluate(model, lkg, context)

@@ -98,6 +98,11 @@ class Prewarmer:
                 ring = self._rings.setdefault(model, ContextRing(self.sample))
         return ring
 
+    def adopt(self, model: str, ring: ContextRing) -> None:
+        """Use ``ring`` (filled by the request path) as the context ring of ``model``."""
+        with self._lock:
+            self._rings[model] = ring
+
     def warming(self, model: str, version: str) -> bool:
         """True while a prewarm pass is loading ``version`` of ``model``."""
         return (model, version) in self._warming
