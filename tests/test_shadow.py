@@ -26,8 +26,8 @@ from sklearn.linear_model import LogisticRegression
 from modelflags import LoadFailed, ModelFlags, ModelUnavailableError, Quarantined
 from modelflags.shadow import ShadowResult, ShadowStats
 
-from conftest import FakeClock, Workspace
 from models import Broken, Constant
+from support import FakeClock, Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 5.0  # upper bound of every wait; tests finish far sooner when the code is right

@@ -411,6 +411,7 @@ def test_rollback_lifts_when_the_flag_moves_to_another_version(
         flags.get_model("m", "u").predict(X)
         flags.rollback("m", "v2", reason="bad answers")
         assert flags.get_model("m", "u").reason == ROLLED_BACK
+        assert flags.status()["m"].rolled_back == ("v2",)
         provider = api.get_client().provider
         provider.emit_provider_configuration_changed(ProviderEventDetails(flags_changed=["m"]))
         time.sleep(0.2)
@@ -420,8 +421,8 @@ def test_rollback_lifts_when_the_flag_moves_to_another_version(
             ProviderEventDetails(flags_changed=["m"])
         )
         deadline = time.monotonic() + 5
-        while flags.get_model("m", "u").version != "v3":
-            assert time.monotonic() < deadline
+        while flags.status()["m"].rolled_back:
+            assert time.monotonic() < deadline, "the rollback of v2 was not lifted"
             time.sleep(0.02)
         set_flags(m="v2")
         assert flags.get_model("m", "u").version == "v2"  # the pin on v2 was lifted

@@ -87,6 +87,10 @@ class ModelCache:
         self.loads = 0
         self.oversized = 0
 
+    def loading(self, key: Hashable) -> bool:
+        """True while a thread loads ``key`` (a lock-free read)."""
+        return key in self._pending
+
     def get(self, key: Hashable) -> CacheEntry | None:
         """The cached entry for ``key``, or ``None``; never loads.
 

@@ -46,7 +46,7 @@ from .supervisor import Supervisor
 
 if TYPE_CHECKING:
     from .actuators import Actuator
-    from .canary import CanaryDriver, Stage
+    from .canary import CanaryDriver, CanaryStep, Stage
 
 __all__ = ["FALLBACK", "ModelFlags", "ModelStatus", "QuarantineStatus"]
 
@@ -207,7 +207,7 @@ class ModelFlags:
                 actuator=actuator,
                 check_interval=guardrail_interval,
                 promote=self._promote,
-                is_proven=self._health.is_proven,
+                proved_after=self._health.proved_after,
             )
             if rules or metrics or metrics_exporters
             else None
@@ -435,10 +435,17 @@ class ModelFlags:
             )
         if version != lkg:
             prewarmer = self._prewarmer
+            key = (name, version)
             if (
                 prewarmer is not None
-                and prewarmer.warming(name, version)
-                and self._cache.get((name, version)) is None
+                and self._cache.get(key) is None
+                and self._health.blocked(name, version) is None
+                and (
+                    prewarmer.warming(name, version)
+                    # Met before the change event arrived and already loading in another
+                    # thread: in a warm process, answer with the LKG instead of queueing.
+                    or (self._cache.loading(key) and self._cache.get((name, lkg)) is not None)
+                )
             ):
                 # Loading in the background after a flag change: answer now with the LKG.
                 lkg, entry = self._lkg_entry(name)
@@ -522,9 +529,15 @@ class ModelFlags:
             return self._recover(handle, method, args, kwargs, exc, started)
         elapsed = time.perf_counter() - started if timed else 0.0
         if supervisor is not None:
-            # A handle that fell back counts as a fallback of the version the flag asked for.
+            # A call the LKG answered because the flagged version failed (load failure or
+            # quarantine) is an error of the flagged version; one it answered because the version
+            # is rolled back or still loading is only a fallback.
             supervisor.record_call(
-                handle.name, handle.requested_version, elapsed, False, handle.fell_back
+                handle.name,
+                handle.requested_version,
+                elapsed,
+                handle.reason == FALLBACK,
+                handle.fell_back,
             )
         if shadow is not None:
             if health.blocked(handle.name, shadow) is None:
@@ -754,7 +767,7 @@ class ModelFlags:
             self._selects(name, context) for context in self._prewarmer.ring(name).snapshot()
         }
         moved = [version for version in rolled_back if version not in selected]
-        if moved and self._supervisor.release(name, moved):
+        if moved and self._supervisor.release(name, moved, forget=False):
             logger.info("model %r: flag no longer selects %s; rollback lifted", name, moved)
 
     # -- operations -----------------------------------------------------------------------------
@@ -870,10 +883,20 @@ class ModelFlags:
         if model.spec.guardrails is None:
             raise ModelFlagsError(f"model {name!r} has no guardrails: a canary needs them")
         baseline = self._health.lkg(name)
+        supervisor = self._require_supervisor()
 
         def check() -> list[Breach]:
             self.check_guardrails()
             return self.breaches(name, candidate)
+
+        def on_step(step: CanaryStep) -> None:
+            # The candidate is not promoted while its canary runs; it is once the canary completes.
+            if step.event == "start":
+                supervisor.hold(name)
+            elif step.event in {"completed", "rolled_back", "rollback_failed"}:
+                supervisor.unhold(name)
+                if step.event == "completed" and self._health.is_proven(name, candidate):
+                    self._promote(name, candidate)
 
         return CanaryDriver(
             actuator,
@@ -884,6 +907,7 @@ class ModelFlags:
             stage_seconds=stage_seconds,
             check=check,
             poll_s=poll_s,
+            on_step=on_step,
         )
 
     def _require_supervisor(self) -> Supervisor:
@@ -907,6 +931,9 @@ class ModelFlags:
                 quarantined=self._health.quarantined(name),
                 now=now,
                 flag_errors=self._resolver.errors(name),
+                rolled_back=(
+                    frozenset() if self._supervisor is None else self._supervisor.rolled_back(name)
+                ),
             )
             for name, model in self._models.items()
         }

@@ -127,6 +127,13 @@ class Health:
         self._persist()
         return previous
 
+    def proved_after(self, model: str, version: str, other: str) -> bool:
+        """True when ``version`` proved itself after ``other`` did (or ``other`` never did)."""
+        order = list(self._proven[model])
+        if version not in order:
+            return False
+        return other not in order or order.index(version) > order.index(other)
+
     def promote(self, model: str, version: str) -> str | None:
         """Make a proven ``version`` the LKG; returns the previous LKG if it changed."""
         with self._lock:

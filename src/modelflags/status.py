@@ -22,7 +22,8 @@ class QuarantineStatus:
 
 @dataclass(frozen=True, slots=True)
 class ModelStatus:
-    """One model: its flag, LKG and default, what is loaded (bytes), pinned and quarantined."""
+    """One model: its flag, LKG and default, what is loaded (bytes), pinned, quarantined, and
+    rolled back by a guardrail or by hand."""
 
     name: str
     flag: str
@@ -33,6 +34,7 @@ class ModelStatus:
     quarantined: tuple[QuarantineStatus, ...]
     flag_errors: int
     last_flag_error: str | None
+    rolled_back: tuple[str, ...] = ()
 
 
 def model_status(
@@ -45,6 +47,7 @@ def model_status(
     quarantined: list[Quarantine],
     now: float,
     flag_errors: tuple[int, str | None],
+    rolled_back: frozenset[str] = frozenset(),
 ) -> ModelStatus:
     """Assemble the status of model ``name`` from snapshots of the cache and health."""
     loaded: dict[str, int] = {}
@@ -67,4 +70,5 @@ def model_status(
         ),
         flag_errors=flag_errors[0],
         last_flag_error=flag_errors[1],
+        rolled_back=tuple(sorted(rolled_back)),
     )

@@ -78,7 +78,7 @@ class Supervisor:
         check_interval: float = 1.0,
         window_s: float = 60.0,
         promote: Callable[[str, str], None] | None = None,
-        is_proven: Callable[[str, str], bool] | None = None,
+        proved_after: Callable[[str, str, str], bool] | None = None,
     ) -> None:
         window = max([window_s, *(rule.window_s for rule in rules.values())])
         self.metrics = Metrics(window_s=window, clock=clock)
@@ -91,9 +91,10 @@ class Supervisor:
         self._interval = check_interval
         self._lock = threading.Lock()
         self._rolled_back: dict[str, frozenset[str]] = {}
-        self._fired: dict[tuple[str, str], Breach] = {}
+        self._fired: dict[tuple[str, str], list[Breach]] = {}
+        self._held: dict[str, int] = {}
         self._promote = promote
-        self._is_proven = is_proven
+        self._proved_after = proved_after
         self._healthy_since: dict[tuple[str, str], float] = {}
         self._clock = clock
         self._stop = threading.Event()
@@ -122,6 +123,16 @@ class Supervisor:
         """True when promotion of ``model``'s versions waits for its guardrails."""
         return model in self.guardrails.rules
 
+    def hold(self, model: str) -> None:
+        """Hold back promotions of ``model`` (while a canary of it runs)."""
+        with self._lock:
+            self._held[model] = self._held.get(model, 0) + 1
+
+    def unhold(self, model: str) -> None:
+        """Undo one :meth:`hold`."""
+        with self._lock:
+            self._held[model] = max(0, self._held.get(model, 0) - 1)
+
     def rolled_back(self, model: str) -> frozenset[str]:
         """The versions of ``model`` pinned away (empty when none)."""
         return self._rolled_back.get(model, frozenset())
@@ -136,9 +147,12 @@ class Supervisor:
                 continue
             lkg = self._lkg(model)
             versions = list(self.metrics.snapshot(model))
+            by_version: dict[str, list[Breach]] = {}
             for breach in self.guardrails.check(model, lkg, versions):
                 fired.append(breach)
-                self._act(breach)
+                by_version.setdefault(breach.version, []).append(breach)
+            for breaches in by_version.values():
+                self._act(breaches)
             self._promote_healthy(model, lkg)
         return fired
 
@@ -147,6 +161,8 @@ class Supervisor:
         rules = self.guardrails.rules[model]
         now = self._clock()
         rolled_back = self.rolled_back(model)
+        if self._held.get(model):
+            return  # a canary is running: its driver decides when the candidate is done
         for version, verdict in self.guardrails.state(model).items():
             key = (model, version)
             healthy = (
@@ -160,7 +176,9 @@ class Supervisor:
                 self._healthy_since.pop(key, None)
                 continue
             since = self._healthy_since.setdefault(key, now)
-            proven = self._is_proven is None or self._is_proven(model, version)
+            # Only a version that proved itself after the LKG moves up: under a steady split the
+            # LKG does not go back and forth.
+            proven = self._proved_after is None or self._proved_after(model, version, lkg)
             if now - since >= rules.sustained_s and proven and self._promote is not None:
                 self._healthy_since.pop(key, None)
                 logger.info(
@@ -176,8 +194,9 @@ class Supervisor:
         with self._lock:
             return [
                 breach
-                for (owner, fired_version), breach in self._fired.items()
+                for (owner, fired_version), fired in self._fired.items()
                 if owner == model and (version is None or fired_version == version)
+                for breach in fired
             ]
 
     def rollback(
@@ -197,18 +216,32 @@ class Supervisor:
                 daemon=True,
             ).start()
 
-    def release(self, model: str, versions: Iterable[str] | None = None) -> list[str]:
-        """Lift rollbacks of ``model`` (all, or ``versions``) and forget their breaches."""
+    def release(
+        self, model: str, versions: Iterable[str] | None = None, *, forget: bool = True
+    ) -> list[str]:
+        """Lift rollbacks of ``model`` (all, or ``versions``).
+
+        With ``forget`` (a person's release) their breaches and metrics are forgotten too, so the
+        version is judged afresh; without it (the flag moved away) the breaches stay on record.
+        """
         with self._lock:
             current = self.rolled_back(model)
-            chosen = current if versions is None else current & set(versions)
+            chosen: frozenset[str]
+            if forget and versions is None:
+                chosen = current | {version for owner, version in self._fired if owner == model}
+            elif forget:
+                chosen = frozenset(versions or ())
+            else:
+                chosen = current & frozenset(versions or current)
             self._rolled_back[model] = current - chosen
+            if forget:
+                for version in chosen:
+                    self._fired.pop((model, version), None)
+        if forget:
             for version in chosen:
-                self._fired.pop((model, version), None)
-        for version in chosen:
-            self.guardrails.reset(model, version)
-            self.metrics.reset(model, version)
-        return sorted(chosen)
+                self.guardrails.reset(model, version)
+                self.metrics.reset(model, version)
+        return sorted(chosen & current)
 
     def snapshot(self, model: str) -> dict[str, VersionMetrics]:
         """Metrics of ``model`` per version, over the window."""
@@ -220,9 +253,11 @@ class Supervisor:
         if self._thread is not None:
             self._thread.join(5)
 
-    def _act(self, breach: Breach) -> None:
+    def _act(self, breaches: list[Breach]) -> None:
+        """Act once per version on the breaches that fired together (the first is the evidence)."""
+        breach = breaches[0]
         with self._lock:
-            self._fired[(breach.model, breach.version)] = breach
+            self._fired[(breach.model, breach.version)] = list(breaches)
         rule_text = (
             f"{breach.rule} {breach.observed:.4g} > {breach.threshold:.4g} "
             f"over {breach.window_s:g} s ({breach.requests} requests; "
