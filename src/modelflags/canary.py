@@ -28,6 +28,7 @@ Timeline events, in :class:`CanaryStep`: ``start``, ``split`` (a stage's split w
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -109,6 +110,8 @@ class CanaryDriver:
     the default ``sleep``, :meth:`stop` interrupts a wait at once; an injected ``sleep`` is called
     as given and a stop is seen when it returns. ``on_step`` receives each :class:`CanaryStep` as
     it happens, on the thread of :meth:`run`; if it raises, the error is logged and ignored.
+    ``hold``, when given, makes a context manager that :meth:`run` stays inside from start to end,
+    however the run ends (an interrupt included).
 
     Thread safety: :meth:`run` is called once, on one thread, and blocks until the canary ends;
     :meth:`stop` may be called from any thread, any time.
@@ -128,6 +131,7 @@ class CanaryDriver:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         on_step: Callable[[CanaryStep], None] | None = None,
+        hold: Callable[[], contextlib.AbstractContextManager[None]] | None = None,
     ) -> None:
         if baseline == candidate:
             raise ValueError(f"baseline and candidate are both {baseline!r}")
@@ -143,6 +147,7 @@ class CanaryDriver:
         self._clock = clock
         self._sleep = sleep
         self._on_step = on_step
+        self._hold = hold
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._started = False
@@ -176,7 +181,8 @@ class CanaryDriver:
                 raise RuntimeError("a CanaryDriver runs once; make a new one")
             self._started = True
         try:
-            return self._run()
+            with self._hold() if self._hold is not None else contextlib.nullcontext():
+                return self._run()
         except BaseException:
             logger.warning(
                 "canary of %r interrupted; rolling back to %r", self.flag_key, self.baseline

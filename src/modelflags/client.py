@@ -529,15 +529,11 @@ class ModelFlags:
             return self._recover(handle, method, args, kwargs, exc, started)
         elapsed = time.perf_counter() - started if timed else 0.0
         if supervisor is not None:
-            # A call the LKG answered because the flagged version failed (load failure or
-            # quarantine) is an error of the flagged version; one it answered because the version
-            # is rolled back or still loading is only a fallback.
+            # A handle that fell back counts as a call of the version the flag asked for that
+            # this version never ran (quarantined, rolled back or loading): the failure that
+            # quarantined it was counted when it happened (_recover, _failed).
             supervisor.record_call(
-                handle.name,
-                handle.requested_version,
-                elapsed,
-                handle.reason == FALLBACK,
-                handle.fell_back,
+                handle.name, handle.requested_version, elapsed, False, handle.fell_back
             )
         if shadow is not None:
             if health.blocked(handle.name, shadow) is None:
@@ -694,6 +690,10 @@ class ModelFlags:
         cause: str | None = None,
     ) -> None:
         cause = cause or str(error)
+        if self._supervisor is not None and stage != "inference":
+            # A failed load is a call the version could not answer (inference errors are
+            # counted by _recover with their latency).
+            self._supervisor.record_call(name, version, 0.0, True, True)
         entry = self._health.quarantine(name, version, cause)
         retry_in = entry.until - entry.since
         logger.warning(
@@ -890,13 +890,12 @@ class ModelFlags:
             return self.breaches(name, candidate)
 
         def on_step(step: CanaryStep) -> None:
-            # The candidate is not promoted while its canary runs; it is once the canary completes.
             if step.event == "start":
-                supervisor.hold(name)
-            elif step.event in {"completed", "rolled_back", "rollback_failed"}:
-                supervisor.unhold(name)
-                if step.event == "completed" and self._health.is_proven(name, candidate):
-                    self._promote(name, candidate)
+                # Judge the candidate afresh: breaches and metrics of an earlier canary (kept on
+                # record when the flag moved away) are not evidence about this one.
+                supervisor.release(name, [candidate])
+            elif step.event == "completed" and self._health.is_proven(name, candidate):
+                self._promote(name, candidate)
 
         return CanaryDriver(
             actuator,
@@ -908,6 +907,8 @@ class ModelFlags:
             check=check,
             poll_s=poll_s,
             on_step=on_step,
+            # The candidate is not promoted while its canary runs, however the run ends.
+            hold=lambda: supervisor.holding(name),
         )
 
     def _require_supervisor(self) -> Supervisor:

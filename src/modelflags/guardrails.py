@@ -18,9 +18,12 @@ breach has held for ``sustained_s``. What to do about it (roll back, alert) is t
 
 Rules and their traffic gates:
 
-- ``max_error_rate``: the candidate's error rate in the window is above it (absolute: needs
-  ``min_requests`` calls of the candidate).
-- ``max_p95_latency_ms``: the candidate's p95 latency in the window is above it (absolute).
+- ``max_error_rate``: the candidate's error rate in the window is above it: its errors (failed
+  loads included) over the calls it ran, leaving out those the last known good version answered
+  while it was quarantined, rolled back or loading (absolute: needs ``min_requests`` calls asked
+  of the candidate, at least one of which it ran).
+- ``max_p95_latency_ms``: the candidate's p95 latency in the window is above it (absolute: needs
+  ``min_requests`` calls the candidate ran).
 - ``max_outcome_drop``: the candidate's mean of the outcome is lower than the last known good
   version's by more than ``relative`` of the latter's magnitude, over the same window
   (comparative: needs ``min_requests`` values of the outcome from both versions).
@@ -302,13 +305,14 @@ def _breached(
     readings: dict[Rule, _Reading] = {}
     if current is None:
         return readings
-    enough = current.requests >= rules.min_requests
+    enough = current.requests >= rules.min_requests and current.ran > 0
     base = baseline if baseline is not None and baseline.requests > 0 else None
     limit = rules.max_error_rate
     if limit is not None and enough and current.error_rate > limit:
         base_rate = None if base is None else base.error_rate
         readings["max_error_rate"] = _Reading(current.error_rate, limit, base_rate)
-    if rules.max_p95_latency_ms is not None and enough and current.latency_p95 is not None:
+    ran_enough = current.ran >= rules.min_requests
+    if rules.max_p95_latency_ms is not None and ran_enough and current.latency_p95 is not None:
         p95_ms = current.latency_p95 * 1000.0
         if p95_ms > rules.max_p95_latency_ms:
             base_ms = None if base is None or base.latency_p95 is None else base.latency_p95 * 1e3

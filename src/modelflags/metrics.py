@@ -56,9 +56,11 @@ class OutcomeStats:
 class VersionMetrics:
     """One version's calls and outcomes in the window of ``window_s`` seconds.
 
-    ``error_rate`` is ``errors / requests`` (0.0 without requests). Latency quantiles are in
-    seconds, within 1%, and ``None`` without requests. ``outcomes`` maps outcome names to their
-    statistics.
+    ``skipped`` counts the requests the version never ran: the last known good version answered
+    them because the version was quarantined, rolled back or still loading (they are part of
+    ``requests`` and ``fallbacks``); ``ran`` is the rest. ``error_rate`` is ``errors / ran``
+    (0.0 when it ran none). Latency quantiles are in seconds, within 1%, over the calls the
+    version ran, and ``None`` without any. ``outcomes`` maps outcome names to their statistics.
     """
 
     version: str
@@ -71,18 +73,25 @@ class VersionMetrics:
     latency_p95: float | None
     latency_p99: float | None
     outcomes: Mapping[str, OutcomeStats] = field(default_factory=lambda: MappingProxyType({}))
+    skipped: int = 0
+
+    @property
+    def ran(self) -> int:
+        """Requests the version itself ran or tried to load: ``requests - skipped``."""
+        return self.requests - self.skipped
 
 
 class _Slice:
     """What happened during one time slice (``epoch`` numbers the slice since clock zero)."""
 
-    __slots__ = ("epoch", "errors", "fallbacks", "latency", "outcomes", "requests")
+    __slots__ = ("epoch", "errors", "fallbacks", "latency", "outcomes", "requests", "skipped")
 
     def __init__(self) -> None:
         self.epoch = -1
         self.requests = 0
         self.errors = 0
         self.fallbacks = 0
+        self.skipped = 0
         self.latency = LatencyHistogram()
         self.outcomes: dict[str, list[float]] = {}  # name -> [count, total]
 
@@ -91,6 +100,7 @@ class _Slice:
         self.requests = 0
         self.errors = 0
         self.fallbacks = 0
+        self.skipped = 0
         if self.latency.count:
             self.latency = LatencyHistogram()
         if self.outcomes:
@@ -141,6 +151,8 @@ class Metrics:
         """Count one inference call asked of ``version`` (``latency_s`` seconds).
 
         ``error``: the version raised; ``fell_back``: the last known good version answered.
+        A call that fell back without an error never ran on ``version``: it counts as skipped,
+        and its latency (the last known good version's) is left out.
         """
         series = self._series.get((model, version))
         if series is None:
@@ -155,6 +167,9 @@ class Metrics:
                 piece.errors += 1
             if fell_back:
                 piece.fallbacks += 1
+                if not error:
+                    piece.skipped += 1
+                    return
             piece.latency.add(latency_s)
 
     def record_outcome(self, model: str, version: str, name: str, value: float) -> None:
@@ -231,7 +246,7 @@ class Metrics:
     def _merge(
         version: str, series: _Series, oldest: int, newest: int, window_s: float
     ) -> VersionMetrics | None:
-        requests = errors = fallbacks = 0
+        requests = errors = fallbacks = skipped = 0
         latency = LatencyHistogram()
         outcomes: dict[str, list[float]] = {}
         for piece in series.slices:
@@ -242,6 +257,7 @@ class Metrics:
                 requests += piece.requests
                 errors += piece.errors
                 fallbacks += piece.fallbacks
+                skipped += piece.skipped
                 latency.merge(piece.latency)
                 for name, (count, total) in piece.outcomes.items():
                     sums = outcomes.setdefault(name, [0, 0.0])
@@ -255,7 +271,7 @@ class Metrics:
             requests=requests,
             errors=errors,
             fallbacks=fallbacks,
-            error_rate=errors / requests if requests else 0.0,
+            error_rate=errors / (requests - skipped) if requests > skipped else 0.0,
             latency_p50=latency.quantile(0.5),
             latency_p95=latency.quantile(0.95),
             latency_p99=latency.quantile(0.99),
@@ -265,4 +281,5 @@ class Metrics:
                     for name, (count, total) in sorted(outcomes.items())
                 }
             ),
+            skipped=skipped,
         )

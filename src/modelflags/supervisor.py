@@ -12,9 +12,10 @@ rule says ``alert`` is an event and an ERROR log line, and a person may roll bac
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -132,6 +133,15 @@ class Supervisor:
         """Undo one :meth:`hold`."""
         with self._lock:
             self._held[model] = max(0, self._held.get(model, 0) - 1)
+
+    @contextlib.contextmanager
+    def holding(self, model: str) -> Iterator[None]:
+        """Hold back promotions of ``model`` for the duration of a ``with`` block."""
+        self.hold(model)
+        try:
+            yield
+        finally:
+            self.unhold(model)
 
     def rolled_back(self, model: str) -> frozenset[str]:
         """The versions of ``model`` pinned away (empty when none)."""
@@ -258,9 +268,9 @@ class Supervisor:
         breach = breaches[0]
         with self._lock:
             self._fired[(breach.model, breach.version)] = list(breaches)
+        rules = "; ".join(f"{b.rule} {b.observed:.4g} > {b.threshold:.4g}" for b in breaches)
         rule_text = (
-            f"{breach.rule} {breach.observed:.4g} > {breach.threshold:.4g} "
-            f"over {breach.window_s:g} s ({breach.requests} requests; "
+            f"{rules} over {breach.window_s:g} s ({breach.requests} requests; "
             f"{breach.lkg} had {breach.lkg_requests})"
         )
         if breach.action == "rollback" and breach.version != self._lkg(breach.model):
@@ -269,7 +279,8 @@ class Supervisor:
             logger.error(
                 "model %r version %r: guardrail fired: %s", breach.model, breach.version, rule_text
             )
-            self._emit(GuardrailAlert(breach.model, breach.version, breach))
+            for each in breaches:
+                self._emit(GuardrailAlert(each.model, each.version, each))
 
     def _actuate(self, model: str, version: str, lkg: str) -> None:
         assert self._actuator is not None
