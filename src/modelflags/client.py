@@ -420,19 +420,7 @@ class ModelFlags:
             and self._supervisor is not None
             and version in self._supervisor.rolled_back(name)
         ):
-            lkg, entry = self._lkg_entry(name)
-            return ServedModel(
-                self,
-                name,
-                lkg,
-                requested,
-                entry.value,
-                model.metadata[lkg],
-                reason=ROLLED_BACK,
-                variant=resolution.variant,
-                fell_back=True,
-                context=context,
-            )
+            return self._lkg_handle(model, requested, resolution, context, ROLLED_BACK)
         if version != lkg:
             prewarmer = self._prewarmer
             key = (name, version)
@@ -448,19 +436,7 @@ class ModelFlags:
                 )
             ):
                 # Loading in the background after a flag change: answer now with the LKG.
-                lkg, entry = self._lkg_entry(name)
-                return ServedModel(
-                    self,
-                    name,
-                    lkg,
-                    requested,
-                    entry.value,
-                    model.metadata[lkg],
-                    reason=PREWARMING,
-                    variant=resolution.variant,
-                    fell_back=True,
-                    context=context,
-                )
+                return self._lkg_handle(model, requested, resolution, context, PREWARMING)
             if self._health.blocked(name, version) is None:
                 try:
                     entry = self._entry(name, version)
@@ -479,19 +455,7 @@ class ModelFlags:
                         fell_back=requested != version,
                         context=context,
                     )
-            lkg, entry = self._lkg_entry(name)
-            return ServedModel(
-                self,
-                name,
-                lkg,
-                requested,
-                entry.value,
-                model.metadata[lkg],
-                reason=FALLBACK,
-                variant=resolution.variant,
-                fell_back=True,
-                context=context,
-            )
+            return self._lkg_handle(model, requested, resolution, context, FALLBACK)
         lkg, entry = self._lkg_entry(name)
         return ServedModel(
             self,
@@ -503,6 +467,30 @@ class ModelFlags:
             reason=resolution.reason if lkg == version else FALLBACK,
             variant=resolution.variant,
             fell_back=requested != lkg,
+            context=context,
+        )
+
+    def _lkg_handle(
+        self,
+        model: _Model,
+        requested: str,
+        resolution: Resolution,
+        context: EvaluationContext,
+        reason: str,
+    ) -> ServedModel:
+        """A handle served by the LKG in place of ``requested``, for ``reason``."""
+        name = model.spec.name
+        lkg, entry = self._lkg_entry(name)
+        return ServedModel(
+            self,
+            name,
+            lkg,
+            requested,
+            entry.value,
+            model.metadata[lkg],
+            reason=reason,
+            variant=resolution.variant,
+            fell_back=True,
             context=context,
         )
 
