@@ -238,22 +238,16 @@ class ModelFlags:
         ring = model.ring
         if ring is not None:
             ring.add(context)
-        health = self._health
-        lkg = health.lkg(name)
+        lkg = self._health.lkg(name)
         if self._overrides is None and not self._pins and not pins.ACTIVE:
             details = self._client.get_string_details(model.flag_key, lkg, context)
         else:
             details = self._evaluate(model, lkg, context)
         version = details.value
         handle: ServedModel | None = None
-        if (
-            details.error_code is None
-            and version in model.versions
-            and (version == lkg or health.blocked(name, version) is None)
-            and (self._supervisor is None or version not in self._supervisor.rolled_back(name))
-        ):
+        if details.error_code is None and version in model.versions:
             # Fast path: a valid choice whose model is cached; no lock taken.
-            entry = self._cache.get((name, version))
+            entry = self._cached_choice(name, version, lkg)
             if entry is not None:
                 handle = ServedModel(
                     self,
@@ -382,19 +376,21 @@ class ModelFlags:
             return None
         return shadow
 
+    def _cached_choice(self, name: str, version: str, lkg: str) -> CacheEntry | None:
+        """The cached model of a known version the flag chose, if it may serve now (no I/O)."""
+        if version != lkg and self._health.blocked(name, version) is not None:
+            return None
+        if self._supervisor is not None and version in self._supervisor.rolled_back(name):
+            return None
+        return self._cache.get((name, version))
+
     def _serve_cached(
         self, model: _Model, resolution: Resolution, lkg: str, context: EvaluationContext
     ) -> ServedModel | None:
         """The handle when the chosen version is valid and cached (no I/O), else None."""
         name = model.spec.name
         version = resolution.version
-        if (
-            resolution.error is not None
-            or (version != lkg and self._health.blocked(name, version) is not None)
-            or (self._supervisor is not None and version in self._supervisor.rolled_back(name))
-        ):
-            return None
-        entry = self._cache.get((name, version))
+        entry = None if resolution.error is not None else self._cached_choice(name, version, lkg)
         if entry is None:
             return None
         return ServedModel(

@@ -122,11 +122,6 @@ class EventDispatcher:
         with self._lock:
             self._listeners = tuple(item for item in self._listeners if item != listener)
 
-    @property
-    def active(self) -> bool:
-        """True when there is at least one listener."""
-        return bool(self._listeners)
-
     def emit(self, event: Event) -> None:
         """Queue ``event`` for the listeners; never blocks, never raises."""
         if not self._listeners or self._closed:

@@ -59,18 +59,6 @@ class Resolver:
         self._errors: dict[str, int] = {}
         self._last_error: dict[str, str] = {}
 
-    def resolve(
-        self,
-        model: str,
-        flag_key: str,
-        default: str,
-        context: EvaluationContext,
-        versions: Collection[str],
-    ) -> Resolution:
-        """Evaluate ``flag_key``; the result's version is always one of ``versions``."""
-        details = self.evaluate(flag_key, default, context)
-        return self.interpret(model, flag_key, default, details, versions)
-
     def evaluate(
         self, flag_key: str, default: str, context: EvaluationContext
     ) -> FlagEvaluationDetails[str]:
@@ -97,7 +85,7 @@ class Resolver:
         context: EvaluationContext,
         versions: Collection[str],
     ) -> Resolution:
-        """Like :meth:`resolve`, through OpenFeature's async evaluation API."""
+        """Evaluate ``flag_key`` with the async API; the version is one of ``versions``."""
         if self.overrides is not None:
             details = self.evaluate(flag_key, default, context)  # local files: no I/O to await
         else:
