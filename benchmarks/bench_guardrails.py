@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.tree import DecisionTreeClassifier
 
-from modelflags.audit import DecisionLog
-from modelflags.guardrails import GuardrailRules, Guardrails, OutcomeDrop
-from modelflags.metrics import Metrics
+from modelflags.registry.guardrails import GuardrailRules, OutcomeDrop
+from modelflags.rollout.guardrails import Guardrails
+from modelflags.rollout.metrics import Metrics
+from modelflags.telemetry.decision_log import DecisionLog
 
 ROUNDS = 90
 CALLS_PER_ROUND = 100
@@ -146,7 +147,7 @@ def opentelemetry() -> None:
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-        from modelflags.otel import OpenTelemetryMetrics
+        from modelflags.telemetry.otel import OpenTelemetryMetrics
     except ImportError:
         print("OpenTelemetryMetrics: skipped (pip install opentelemetry-sdk)")
         return

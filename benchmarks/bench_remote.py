@@ -34,7 +34,7 @@ import httpx
 import joblib
 import numpy as np
 
-from modelflags.remote import RemoteFetcher
+from modelflags.artifacts.remote import RemoteFetcher
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 SERVE = """

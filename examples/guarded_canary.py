@@ -40,8 +40,8 @@ from openfeature.contrib.provider.flagd.config import ResolverType
 from sklearn.linear_model import LogisticRegression
 
 from modelflags import BecameLKG, Breach, ModelFlags, RolledBack
-from modelflags.actuators import FlagdFileActuator
-from modelflags.canary import CanaryResult
+from modelflags.rollout.actuators import FlagdFileActuator
+from modelflags.rollout.canary import CanaryResult
 
 MODEL = "recommender"
 USERS = 2000

@@ -26,8 +26,8 @@ from openfeature.contrib.provider.flagd.config import ResolverType
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import EventDetails, ProviderEvent
 
-from modelflags.actuators import Actuator, ActuatorError, FlagdFileActuator, UnleashActuator
 from modelflags.errors import ModelFlagsError
+from modelflags.rollout.actuators import Actuator, ActuatorError, FlagdFileActuator, UnleashActuator
 
 UNLEASH_DIR = Path(__file__).resolve().parents[1] / "providers" / "unleash"
 

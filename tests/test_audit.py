@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from modelflags.audit import DecisionLog
+from modelflags.telemetry.decision_log import DecisionLog
 
 NOON = 1714564800.5  # 2024-05-01T12:00:00.5Z
 
@@ -184,7 +184,7 @@ def test_a_decision_that_cannot_be_written_is_dropped_and_the_writer_goes_on(
     with DecisionLog(path) as log:
         log.log("m", object(), "v1", "STATIC", None, None)  # type: ignore[arg-type]
         log.log("m", "v1", "v1", "STATIC", None, None)
-        with caplog.at_level(logging.ERROR, logger="modelflags.audit"):
+        with caplog.at_level(logging.ERROR, logger="modelflags.telemetry.decision_log"):
             assert log.flush(5.0)
 
         assert log.dropped == 1

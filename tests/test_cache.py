@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from modelflags import ModelFlags
-from modelflags.cache import CacheEntry, ModelCache
+from modelflags.serving.cache import CacheEntry, ModelCache
 
 from models import Constant
 from support import Workspace

@@ -24,8 +24,8 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import EventDetails, ProviderEvent
 
 from modelflags import FellBack, ModelFlags
-from modelflags.actuators import Actuator, ActuatorError, FlagdFileActuator, UnleashActuator
-from modelflags.canary import CanaryDriver, CanaryResult, CanaryStep, Stage
+from modelflags.rollout.actuators import Actuator, ActuatorError, FlagdFileActuator, UnleashActuator
+from modelflags.rollout.canary import CanaryDriver, CanaryResult, CanaryStep, Stage
 
 from models import Broken, Constant
 from support import FakeClock, Workspace

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 from openfeature.evaluation_context import EvaluationContext
 
-from modelflags.context import to_context
+from modelflags.serving.context import to_context
 
 
 def test_targeting_key_is_the_first_present_field() -> None:

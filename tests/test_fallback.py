@@ -24,7 +24,7 @@ from modelflags import (
     Quarantined,
     VersionLoadError,
 )
-from modelflags.health import STATE_FILE
+from modelflags.serving.health import STATE_FILE
 
 from models import Broken, Constant, PickyAboutInput
 from support import FakeClock, Workspace

@@ -30,8 +30,8 @@ from openfeature.flag_evaluation import FlagResolutionDetails
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
 from modelflags import Backoff, BecameLKG, ModelFlags, RolledBack
-from modelflags.actuators import FlagdFileActuator, UnleashActuator
-from modelflags.canary import CanaryResult
+from modelflags.rollout.actuators import FlagdFileActuator, UnleashActuator
+from modelflags.rollout.canary import CanaryResult
 
 from models import Constant
 from support import FakeClock, Workspace

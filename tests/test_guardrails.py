@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from modelflags.errors import RegistryError
-from modelflags.guardrails import Breach, GuardrailRules, Guardrails, OutcomeDrop, VersionVerdict
-from modelflags.metrics import Metrics
+from modelflags.registry.guardrails import GuardrailRules, OutcomeDrop
+from modelflags.rollout.guardrails import Guardrails, VersionVerdict
+from modelflags.rollout.metrics import Metrics
+from modelflags.telemetry.events import Breach
 
 from support import FakeClock
 

@@ -30,7 +30,7 @@ from openfeature.flag_evaluation import FlagResolutionDetails
 
 from modelflags import Backoff, Loaded, ModelFlags
 from modelflags.client import FALLBACK, PREWARMING
-from modelflags.prewarm import Prewarmed
+from modelflags.telemetry.events import Prewarmed
 
 from models import Constant
 from support import Workspace

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from modelflags import DeserializationError, DigestMismatchError, ModelFlags, RegistryError
-from modelflags.artifacts import ArtifactStore
+from modelflags.artifacts.store import ArtifactStore
 from modelflags.registry import Registry
 
 from models import Constant
@@ -46,10 +46,10 @@ def test_versions_load_lazily_on_first_use(
         flags.get_model("m")
         flags.get_model("m")
         flags.flush(5)
-        assert [e for e in loads if e.startswith("Loaded(")] == [
-            e for e in loads if "version='v2'" in e and e.startswith("Loaded(")
+        assert [e for e in loads if e.startswith("VersionLoaded(")] == [
+            e for e in loads if "version='v2'" in e and e.startswith("VersionLoaded(")
         ]
-        assert len([e for e in loads if e.startswith("Loaded(")]) == 1
+        assert len([e for e in loads if e.startswith("VersionLoaded(")]) == 1
         assert list(flags.status()["m"].loaded) == ["v2"]
 
 
@@ -160,7 +160,7 @@ def test_loader_exception_becomes_deserialization_error(workspace: Workspace) ->
     def bad(path: Path) -> object:
         raise ValueError("unsupported format")
 
-    from modelflags.loading import LoaderRegistry
+    from modelflags.artifacts.loaders import LoaderRegistry
 
     registry = Registry.from_mapping(workspace.data(), base_dir=workspace.root)
     spec = registry.models["m"].versions["v1"]

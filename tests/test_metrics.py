@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from modelflags.metrics import Metrics, MetricsRecorder, OutcomeStats, VersionMetrics
+from modelflags.rollout.metrics import Metrics, MetricsRecorder, OutcomeStats, VersionMetrics
 
 from support import FakeClock
 

@@ -14,8 +14,8 @@ pytest.importorskip("opentelemetry.sdk.metrics")
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from modelflags.metrics import MetricsRecorder
-from modelflags.otel import OpenTelemetryMetrics
+from modelflags.rollout.metrics import MetricsRecorder
+from modelflags.telemetry.otel import OpenTelemetryMetrics
 
 Attributes = tuple[tuple[str, Any], ...]
 
@@ -137,7 +137,8 @@ def test_without_opentelemetry_the_import_error_says_what_to_install(
 ) -> None:
     """Importing the module without the API installed names the extra to install."""
     monkeypatch.setitem(sys.modules, "opentelemetry.metrics", None)
-    monkeypatch.delitem(sys.modules, "modelflags.otel")
+    monkeypatch.delitem(sys.modules, "modelflags.telemetry.otel")
+    monkeypatch.delitem(sys.modules, "modelflags.otel", raising=False)
 
     with pytest.raises(ImportError, match=r"pip install 'modelflags\[otel\]'"):
-        importlib.import_module("modelflags.otel")
+        importlib.import_module("modelflags.telemetry.otel")

@@ -18,18 +18,18 @@ import filelock
 import httpx
 import pytest
 
+from modelflags.artifacts.remote import (
+    ProgressEvent,
+    RemoteFetcher,
+    RetryPolicy,
+    default_cache_dir,
+)
 from modelflags.errors import (
     ArtifactError,
     ArtifactNotFoundError,
     ArtifactTooLargeError,
     DigestMismatchError,
     FetchError,
-)
-from modelflags.remote import (
-    ProgressEvent,
-    RemoteFetcher,
-    RetryPolicy,
-    default_cache_dir,
 )
 
 from artifact_server import (
@@ -690,7 +690,7 @@ def test_eight_threads_asking_for_one_digest_cause_one_download(
 
 CHILD = """
 import sys
-from modelflags.remote import RemoteFetcher
+from modelflags.artifacts.remote import RemoteFetcher
 fetcher = RemoteFetcher(cache_dir=sys.argv[1])
 path = fetcher.fetch(model="m", version="v1", uri=sys.argv[2], sha256=sys.argv[3], headers={})
 fetcher.close()
@@ -744,7 +744,7 @@ def test_progress_is_logged_and_reported_about_every_tenth(
     data = blob(12 * MiB)
     url = server.add("/big", data)
     events: list[ProgressEvent] = []
-    caplog.set_level(logging.INFO, logger="modelflags.remote")
+    caplog.set_level(logging.INFO, logger="modelflags.artifacts.remote")
     fetch(make_fetcher(progress=events.append, progress_min_bytes=MiB), url, data)
     assert 6 <= len(events) <= 11
     assert [e.received for e in events] == sorted(e.received for e in events)

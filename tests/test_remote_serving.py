@@ -61,8 +61,8 @@ def test_failing_fetch_serves_the_lkg_and_quarantines_the_version(
     registry = remote_registry(tmp_path, server)
     server.fail("/models/v2.joblib", *[status(500)] * 10)
     set_flags(m="v2")
-    from modelflags.artifacts import ArtifactStore
-    from modelflags.remote import RemoteFetcher, RetryPolicy
+    from modelflags.artifacts.remote import RemoteFetcher, RetryPolicy
+    from modelflags.artifacts.store import ArtifactStore
 
     fetcher = RemoteFetcher(
         cache_dir=tmp_path / "cache",
@@ -90,7 +90,7 @@ def test_remote_uri_without_digest_is_rejected_when_the_registry_loads() -> None
 
 def test_artifacts_and_cache_options_exclude_each_other(tmp_path: Path) -> None:
     """artifacts= is a complete store; cache_dir= configures the default one."""
-    from modelflags.artifacts import ArtifactStore
+    from modelflags.artifacts.store import ArtifactStore
 
     data = {"models": {"m": {"default_version": "v1", "versions": {"v1": {"uri": "/x.joblib"}}}}}
     with pytest.raises(ValueError, match="not both"):

@@ -100,7 +100,7 @@ def test_flag_trouble_serves_the_lkg_and_logs_once(
             model = flags.get_model("recommender", "u")
             assert model.version == "v1"
             assert model.reason == "ERROR"
-        warnings = [r for r in caplog.records if r.name == "modelflags.resolution"]
+        warnings = [r for r in caplog.records if r.name == "modelflags.serving.resolution"]
         assert len(warnings) == 1
         assert cause in warnings[0].getMessage()
         status = flags.status()["recommender"]

@@ -24,7 +24,8 @@ from openfeature.hook import Hook, HookContext, HookHints
 from sklearn.linear_model import LogisticRegression
 
 from modelflags import LoadFailed, ModelFlags, ModelUnavailableError, Quarantined
-from modelflags.shadow import ShadowResult, ShadowStats
+from modelflags.serving.shadow import ShadowStats
+from modelflags.telemetry.events import ShadowResult
 
 from models import Broken, Constant
 from support import FakeClock, Workspace

@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from modelflags.skops_loader import make_skops_loader
+from modelflags.artifacts.skops import make_skops_loader
 
 sio = pytest.importorskip("skops.io", reason="the skops tests need skops (modelflags[skops])")
 

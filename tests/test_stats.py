@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
-from modelflags.shadow import compare
-from modelflags.stats import LatencyHistogram, LatencySummary
+from modelflags.serving.shadow import compare
+from modelflags.telemetry.histogram import LatencyHistogram, LatencySummary
 
 QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 

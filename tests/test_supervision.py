@@ -18,9 +18,9 @@ from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvid
 from openfeature.track import TrackingEventDetails
 
 from modelflags import Backoff, ModelFlags, ModelFlagsError
-from modelflags.actuators import FlagdFileActuator
 from modelflags.client import ROLLED_BACK
-from modelflags.supervisor import ActuatorFailed, GuardrailAlert, RolledBack
+from modelflags.rollout.actuators import FlagdFileActuator
+from modelflags.telemetry.events import ActuatorFailed, GuardrailAlert, RolledBack
 
 from models import Constant
 from support import FakeClock, Workspace

@@ -36,7 +36,7 @@ from unleash_fixtures import (  # noqa: F401  (fixtures, registered under their 
 
 from modelflags import Backoff, Loaded, ModelFlags
 from modelflags.client import FALLBACK, PREWARMING
-from modelflags.prewarm import Prewarmed
+from modelflags.telemetry.events import Prewarmed
 
 from models import Constant
 from support import Workspace

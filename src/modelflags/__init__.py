@@ -15,9 +15,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from .audit import DecisionLog
-from .client import FALLBACK, PREWARMING, ROLLED_BACK, ModelFlags
-from .errors import (
+from modelflags.client import FALLBACK, PREWARMING, ROLLED_BACK, ModelFlags
+from modelflags.errors import (
     ArtifactError,
     ArtifactNotFoundError,
     ArtifactTooLargeError,
@@ -29,17 +28,28 @@ from .errors import (
     RegistryError,
     VersionLoadError,
 )
-from .events import BecameLKG, FellBack, Loaded, LoadFailed, Quarantined
-from .guardrails import Breach, GuardrailRules
-from .health import Backoff
-from .metrics import VersionMetrics
-from .prewarm import Prewarmed
-from .registry import ModelSpec, Registry, VersionSpec, load_registry
-from .resolution import OVERRIDE
-from .served import ServedModel
-from .shadow import ShadowResult, ShadowStats
-from .status import ModelStatus, QuarantineStatus
-from .supervisor import ActuatorFailed, GuardrailAlert, RolledBack
+from modelflags.registry import ModelSpec, Registry, VersionSpec, load_registry
+from modelflags.registry.guardrails import GuardrailRules
+from modelflags.rollout.metrics import VersionMetrics
+from modelflags.serving.handle import ServedModel
+from modelflags.serving.health import Backoff
+from modelflags.serving.resolution import OVERRIDE
+from modelflags.serving.shadow import ShadowStats
+from modelflags.telemetry.decision_log import DecisionLog
+from modelflags.telemetry.events import (
+    ActuatorFailed,
+    BecameLKG,
+    Breach,
+    FellBack,
+    GuardrailAlert,
+    Loaded,
+    LoadFailed,
+    Prewarmed,
+    Quarantined,
+    RolledBack,
+    ShadowResult,
+)
+from modelflags.telemetry.status import ModelStatus, QuarantineStatus
 
 __all__ = [
     "FALLBACK",

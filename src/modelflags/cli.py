@@ -17,10 +17,10 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from .artifacts import ArtifactStore
-from .errors import ModelFlagsError, RegistryError
-from .registry import Registry, VersionSpec, load_registry
-from .remote import ProgressEvent, RemoteFetcher
+from modelflags.artifacts.remote import ProgressEvent, RemoteFetcher
+from modelflags.artifacts.store import ArtifactStore
+from modelflags.errors import ModelFlagsError, RegistryError
+from modelflags.registry import Registry, VersionSpec, load_registry
 
 __all__ = ["main"]
 

@@ -24,29 +24,37 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import FlagEvaluationDetails
 from openfeature.track import TrackingEventDetails
 
-from . import pins
-from .artifacts import ArtifactStore
-from .audit import DecisionLog
-from .cache import CacheEntry, ModelCache
-from .changes import ChangeFeed, overrides_provider
-from .context import to_context
-from .errors import ModelFlagsError, ModelUnavailableError, VersionLoadError
-from .events import BecameLKG, EventDispatcher, FellBack, Listener, Loaded, LoadFailed, Quarantined
-from .guardrails import Breach
-from .health import Backoff, Health
-from .loading import Loader, LoaderRegistry
-from .metrics import MetricsRecorder, VersionMetrics
-from .prewarm import ContextRing, Prewarmer
-from .registry import ModelSpec, Registry, load_registry
-from .resolution import OVERRIDE, Resolution, Resolver
-from .served import ServedModel
-from .shadow import ShadowRunner, ShadowStats, sampled
-from .status import ModelStatus, QuarantineStatus, model_status
-from .supervisor import Supervisor
+from modelflags.artifacts.loaders import Loader, LoaderRegistry
+from modelflags.artifacts.store import ArtifactStore
+from modelflags.errors import ModelFlagsError, ModelUnavailableError, VersionLoadError
+from modelflags.registry import ModelSpec, Registry, load_registry
+from modelflags.rollout.metrics import MetricsRecorder, VersionMetrics
+from modelflags.rollout.supervision import Supervisor
+from modelflags.serving import pins
+from modelflags.serving.cache import CacheEntry, ModelCache
+from modelflags.serving.changes import ChangeFeed, overrides_provider
+from modelflags.serving.context import to_context
+from modelflags.serving.handle import ServedModel
+from modelflags.serving.health import Backoff, Health
+from modelflags.serving.prewarm import ContextRing, Prewarmer
+from modelflags.serving.resolution import OVERRIDE, Resolution, Resolver
+from modelflags.serving.shadow import ShadowRunner, ShadowStats, sampled
+from modelflags.telemetry.decision_log import DecisionLog
+from modelflags.telemetry.events import (
+    BecameLKG,
+    Breach,
+    EventDispatcher,
+    FellBack,
+    Listener,
+    Loaded,
+    LoadFailed,
+    Quarantined,
+)
+from modelflags.telemetry.status import ModelStatus, QuarantineStatus, model_status
 
 if TYPE_CHECKING:
-    from .actuators import Actuator
-    from .canary import CanaryDriver, CanaryStep, Stage
+    from modelflags.rollout.actuators import Actuator
+    from modelflags.rollout.canary import CanaryDriver, CanaryStep, Stage
 
 __all__ = ["FALLBACK", "ModelFlags", "ModelStatus", "QuarantineStatus"]
 
@@ -857,7 +865,7 @@ class ModelFlags:
         It advances while the model's guardrails hold and rolls back when one fires; call
         ``run()`` on the result (it blocks until the canary ends).
         """
-        from .canary import CanaryDriver
+        from modelflags.rollout.canary import CanaryDriver
 
         model = self._model(name)
         if candidate not in model.versions:

@@ -5,7 +5,7 @@ Every error the package raises derives from :class:`ModelFlagsError`::
     ModelFlagsError
      ├── RegistryError              a registry file or mapping is invalid (file, model, field)
      ├── ModelUnavailableError      a model cannot be served at all (unknown name, LKG unloadable)
-     ├── ActuatorError              a flag could not be changed at its source (actuators module)
+     ├── ActuatorError              a flag could not be changed at its source (flag_key, actuator)
      └── VersionLoadError           one version could not be made ready (model, version)
           ├── ArtifactError         its bytes could not be had or trusted (uri)
           │    ├── ArtifactNotFoundError   the file or object does not exist (404, missing path)
@@ -22,6 +22,7 @@ field. Errors from shadow work never reach the caller.
 from __future__ import annotations
 
 __all__ = [
+    "ActuatorError",
     "ArtifactError",
     "ArtifactNotFoundError",
     "ArtifactTooLargeError",
@@ -121,3 +122,19 @@ class DeserializationError(VersionLoadError):
     def __init__(self, message: str, *, model: str, version: str, loader: str) -> None:
         super().__init__(message, model=model, version=version)
         self.loader = loader
+
+
+class ActuatorError(ModelFlagsError):
+    """An actuator could not change flag ``flag_key``.
+
+    ``actuator`` names the kind (``"flagd-file"``, ``"unleash"``); ``status`` is the HTTP status
+    of a refused request, when there was one.
+    """
+
+    def __init__(
+        self, message: str, *, flag_key: str, actuator: str, status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.flag_key = flag_key
+        self.actuator = actuator
+        self.status = status

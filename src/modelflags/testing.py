@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
-from . import pins
+from modelflags.serving import pins
 
 __all__ = ["ModelOverrides", "model_overrides", "pinned"]
 

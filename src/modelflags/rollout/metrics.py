@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
-from .stats import LatencyHistogram
+from modelflags.telemetry.histogram import LatencyHistogram
 
 __all__ = ["Metrics", "MetricsRecorder", "OutcomeStats", "VersionMetrics"]
 

@@ -16,13 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from .errors import (
+from modelflags.errors import (
     ArtifactError,
     ArtifactNotFoundError,
     ArtifactTooLargeError,
     DigestMismatchError,
 )
-from .registry import VersionSpec
+from modelflags.registry import VersionSpec
 
 __all__ = ["ArtifactStore", "Fetcher", "file_sha256"]
 
@@ -180,7 +180,7 @@ class ArtifactStore:
     def _fetcher(self) -> Fetcher:
         with self._lock:
             if self._remote is None:
-                from .remote import RemoteFetcher
+                from modelflags.artifacts.remote import RemoteFetcher
 
                 self._remote = RemoteFetcher(cache_dir=self._cache_dir, max_bytes=self._max_bytes)
             return self._remote

@@ -1,17 +1,14 @@
-"""The registry: which models exist, their versions, artifact URIs, digests and lineage.
+"""The registry's schema: models, their versions, artifact URIs, digests and lineage.
 
-A registry never chooses a version (flags do). It is read from TOML or JSON (YAML when PyYAML is
-installed), validated with pydantic, and frozen. Validation errors become :class:`RegistryError`
-with the file, the model and the field in the message. Relative artifact paths resolve against the
-folder of the registry file.
+A registry never chooses a version (flags do). It is validated with pydantic and frozen.
+Validation errors become :class:`RegistryError` with the file, the model and the field in the
+message. Relative artifact paths resolve against the folder of the registry file.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,10 +24,10 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import RegistryError
-from .guardrails import GuardrailRules
+from modelflags.errors import RegistryError
+from modelflags.registry.guardrails import GuardrailRules
 
-__all__ = ["ModelSpec", "Registry", "VersionSpec", "load_registry"]
+__all__ = ["REMOTE_SCHEMES", "ModelSpec", "Registry", "VersionSpec", "registry_error"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]*$")
@@ -175,76 +172,11 @@ class Registry(BaseModel):
         try:
             return cls.model_validate(payload, context={"base_dir": base})
         except ValidationError as exc:
-            raise _registry_error(exc, source) from exc
+            raise registry_error(exc, source) from exc
 
     def model(self, name: str) -> ModelSpec:
         """The spec of model ``name`` (``KeyError`` when unknown)."""
         return self.models[name]
-
-
-def load_registry(path: str | os.PathLike[str]) -> Registry:
-    """Read, validate and resolve a registry file (``.toml``, ``.json``, ``.yaml``/``.yml``)."""
-    file = Path(path)
-    where = str(file)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise RegistryError(f"{where}: registry file not found", file=where) from exc
-    except OSError as exc:
-        raise RegistryError(f"{where}: cannot read registry file: {exc}", file=where) from exc
-    data = _parse(text, file)
-    if not isinstance(data, Mapping):
-        raise RegistryError(
-            f"{where}: the registry must be a table/object at top level", file=where
-        )
-    return Registry.from_mapping(data, source=where, base_dir=file.parent.absolute())
-
-
-def _parse(text: str, file: Path) -> Any:
-    where = str(file)
-    suffix = file.suffix.lower()
-    try:
-        if suffix == ".toml":
-            return tomllib.loads(text)
-        if suffix == ".json":
-            return json.loads(text, object_pairs_hook=_no_duplicate_keys)
-        if suffix in {".yaml", ".yml"}:
-            try:
-                import yaml
-            except ImportError as exc:
-                raise RegistryError(
-                    f"{where}: YAML registries need PyYAML (pip install 'modelflags[yaml]')",
-                    file=where,
-                ) from exc
-            return yaml.safe_load(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RegistryError(f"{where}: invalid TOML: {exc}", file=where) from exc
-    except json.JSONDecodeError as exc:
-        raise RegistryError(f"{where}: invalid JSON: {exc}", file=where) from exc
-    except _DuplicateKeyError as exc:
-        raise RegistryError(f"{where}: duplicate key {exc.key!r}", file=where) from exc
-    except RegistryError:
-        raise
-    except Exception as exc:  # YAML's errors have no common importable base without PyYAML
-        raise RegistryError(f"{where}: cannot parse registry: {exc}", file=where) from exc
-    raise RegistryError(
-        f"{where}: unknown registry format {suffix!r} (use .toml, .json or .yaml)", file=where
-    )
-
-
-class _DuplicateKeyError(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKeyError(key)
-        result[key] = value
-    return result
 
 
 def _check_id(value: str, what: str) -> None:
@@ -257,7 +189,8 @@ def _check_id(value: str, what: str) -> None:
         )
 
 
-def _registry_error(exc: ValidationError, source: str | None) -> RegistryError:
+def registry_error(exc: ValidationError, source: str | None) -> RegistryError:
+    """A :class:`RegistryError` naming the file, model and field of each validation error."""
     lines = []
     first_model: str | None = None
     first_field: str | None = None

@@ -16,48 +16,25 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .guardrails import Breach, GuardrailRules, Guardrails
-from .metrics import Metrics, MetricsRecorder, VersionMetrics
+from modelflags.registry.guardrails import GuardrailRules
+from modelflags.rollout.guardrails import Guardrails
+from modelflags.rollout.metrics import Metrics, MetricsRecorder, VersionMetrics
+from modelflags.telemetry.events import (
+    ActuatorFailed,
+    Breach,
+    Event,
+    GuardrailAlert,
+    RolledBack,
+)
 
 if TYPE_CHECKING:
-    from .actuators import Actuator
+    from modelflags.rollout.actuators import Actuator
 
-__all__ = ["ActuatorFailed", "GuardrailAlert", "RolledBack", "Supervisor"]
+__all__ = ["Supervisor"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RolledBack:
-    """``version`` of ``model`` is pinned away; ``lkg`` serves. ``breach`` is the evidence."""
-
-    model: str
-    version: str
-    lkg: str
-    reason: str
-    breach: Breach | None
-
-
-@dataclass(frozen=True, slots=True)
-class GuardrailAlert:
-    """A guardrail whose action is ``alert`` fired: nothing was changed."""
-
-    model: str
-    version: str
-    breach: Breach
-
-
-@dataclass(frozen=True, slots=True)
-class ActuatorFailed:
-    """The rollback at the flag's source failed; the local rollback stands."""
-
-    model: str
-    version: str
-    flag_key: str
-    error: str
 
 
 class Supervisor:
@@ -72,7 +49,7 @@ class Supervisor:
         *,
         flag_keys: Mapping[str, str],
         lkg: Callable[[str], str],
-        emit: Callable[[object], None],
+        emit: Callable[[Event], None],
         clock: Callable[[], float],
         recorders: Sequence[MetricsRecorder] = (),
         actuator: Actuator | None = None,

@@ -38,110 +38,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from modelflags.registry.guardrails import RULES, GuardrailRules, Rule
+from modelflags.rollout.metrics import Metrics, VersionMetrics
+from modelflags.telemetry.events import Breach
 
-from .metrics import Metrics, VersionMetrics
-
-__all__ = [
-    "RULES",
-    "Breach",
-    "GuardrailRules",
-    "Guardrails",
-    "OutcomeDrop",
-    "Rule",
-    "VersionVerdict",
-]
-
-Rule = Literal["max_error_rate", "max_p95_latency_ms", "max_outcome_drop"]
-RULES: tuple[Rule, ...] = ("max_error_rate", "max_p95_latency_ms", "max_outcome_drop")
-"""The rule names, in the order they are evaluated and reported."""
-
-
-class OutcomeDrop(BaseModel):
-    """The candidate's mean of outcome ``name`` may not fall more than ``relative`` below the
-    last known good version's (0.05: by more than 5%)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(min_length=1)
-    relative: float = Field(ge=0.0, le=1.0)
-
-
-class GuardrailRules(BaseModel):
-    """The guardrails of one model, as written in its registry entry (see the module docs)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
-    max_p95_latency_ms: float | None = Field(default=None, gt=0.0)
-    max_outcome_drop: OutcomeDrop | None = None
-    min_requests: int = Field(default=200, ge=1)
-    sustained_s: float = Field(default=60.0, ge=0.0)
-    action: Literal["rollback", "alert"] = "rollback"
-    window_s: float = Field(default=60.0, gt=0.0)
-
-    @model_validator(mode="after")
-    def _needs_a_rule(self) -> GuardrailRules:
-        if all(getattr(self, rule) is None for rule in RULES):
-            raise ValueError(f"guardrails need at least one rule: {', '.join(RULES)}")
-        return self
-
-    @classmethod
-    def parse(
-        cls, data: Mapping[str, Any], *, model: str, source: str | None = None
-    ) -> GuardrailRules:
-        """Validate the guardrails table of ``model``; ``source`` (the registry file) names it
-        in errors.
-
-        Raises :class:`~modelflags.errors.RegistryError` naming the file, the model and the field
-        (``guardrails.<field>``), like every registry error.
-        """
-        # Imported here: the registry imports this module to validate its guardrails tables.
-        from .registry import _registry_error
-
-        try:
-            holder = _Models.model_validate({"models": {model: {"guardrails": data}}})
-        except ValidationError as exc:
-            raise _registry_error(exc, source) from exc
-        return holder.models[model].guardrails
-
-
-class _Guarded(BaseModel):
-    guardrails: GuardrailRules
-
-
-class _Models(BaseModel):
-    """The shape of a registry around one guardrails table, so errors locate like the registry's."""
-
-    models: dict[str, _Guarded]
-
-
-@dataclass(frozen=True, slots=True)
-class Breach:
-    """A rule that ``version`` of ``model`` has broken for at least ``sustained_s``.
-
-    ``observed`` is the candidate's value (error rate 0..1, p95 in milliseconds, or outcome mean);
-    ``threshold`` the limit it crossed (for an outcome drop: the lowest acceptable mean);
-    ``lkg_observed`` the same measure for the last known good version ``lkg``, when it had traffic.
-    ``since`` is the clock time the breach started, ``fired_at`` the time it was reported.
-    ``action`` is the rules' action (``"rollback"`` or ``"alert"``).
-    """
-
-    model: str
-    version: str
-    lkg: str
-    rule: Rule
-    observed: float
-    threshold: float
-    lkg_observed: float | None
-    window_s: float
-    since: float
-    fired_at: float
-    requests: int
-    lkg_requests: int
-    action: str
+__all__ = ["Guardrails", "VersionVerdict"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import EventDetails, ProviderEvent, ProviderEventDetails
 from openfeature.provider import FeatureProvider
 
-from .errors import ModelFlagsError
+from modelflags.errors import ModelFlagsError
 
 __all__ = ["ChangeFeed", "overrides_provider"]
 

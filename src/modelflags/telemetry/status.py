@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
-from .health import Quarantine
+from modelflags.serving.health import Quarantine
 
 __all__ = ["ModelStatus", "QuarantineStatus", "model_status"]
 

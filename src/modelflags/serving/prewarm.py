@@ -14,11 +14,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from openfeature.evaluation_context import EvaluationContext
 
-__all__ = ["ContextRing", "Prewarmed", "Prewarmer"]
+from modelflags.telemetry.events import Event, PrewarmCompleted
+
+__all__ = ["ContextRing", "Prewarmer"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,17 +46,6 @@ class ContextRing:
         return [item for item in list(self._items) if item is not None]
 
 
-@dataclass(frozen=True, slots=True)
-class Prewarmed:
-    """A prewarm pass for ``model`` after a flag change: what it loaded, and how long it took."""
-
-    model: str
-    versions: tuple[str, ...]
-    failed: tuple[str, ...]
-    contexts: int
-    seconds: float
-
-
 Select = Callable[[str, EvaluationContext], str | None]
 """(model, context) -> the version the model's flag selects now, or None."""
 Needs = Callable[[str, str], bool]
@@ -75,7 +65,7 @@ class Prewarmer:
         select: Select,
         needs: Needs,
         load: Load,
-        emit: Callable[[object], None],
+        emit: Callable[[Event], None],
         *,
         sample: int = 64,
     ) -> None:
@@ -170,4 +160,4 @@ class Prewarmer:
             len(contexts),
             seconds,
         )
-        self._emit(Prewarmed(model, tuple(loaded), tuple(failed), len(contexts), seconds))
+        self._emit(PrewarmCompleted(model, tuple(loaded), tuple(failed), len(contexts), seconds))

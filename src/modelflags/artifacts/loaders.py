@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import DeserializationError, RegistryError
-from .registry import VersionSpec
+from modelflags.errors import DeserializationError, RegistryError
+from modelflags.registry import VersionSpec
 
 __all__ = ["Loader", "LoaderRegistry", "joblib_loader", "pickle_loader", "skops_loader"]
 
@@ -38,7 +38,7 @@ def pickle_loader(path: Path) -> Any:
 
 def skops_loader(path: Path) -> Any:
     """Load a ``.skops`` file, refusing any type skops does not trust by default."""
-    from .skops_loader import make_skops_loader
+    from modelflags.artifacts.skops import make_skops_loader
 
     return make_skops_loader()(path)
 

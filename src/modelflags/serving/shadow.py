@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .stats import LatencyHistogram
+from modelflags.telemetry.events import Event, ShadowCompared
+from modelflags.telemetry.histogram import LatencyHistogram
 
-__all__ = ["ShadowResult", "ShadowRunner", "ShadowStats", "compare", "sampled"]
+__all__ = ["ShadowRunner", "ShadowStats", "compare", "sampled"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,22 +50,6 @@ class ShadowStats:
     primary_p95: float | None
     shadow_p50: float | None
     shadow_p95: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class ShadowResult:
-    """One compared (or failed) shadow call, sent to listeners."""
-
-    model: str
-    primary: str
-    shadow: str
-    method: str
-    agreed: float | None
-    mean_abs_diff: float | None
-    max_abs_diff: float | None
-    primary_latency: float
-    shadow_latency: float | None
-    error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +179,7 @@ class ShadowRunner:
     def __init__(
         self,
         resolve_model: ShadowModel,
-        emit: Callable[[object], None],
+        emit: Callable[[Event], None],
         *,
         workers: int = 1,
         max_pending: int = 256,
@@ -363,10 +348,10 @@ def _result(
     primary_latency: float,
     shadow_latency: float | None,
     error: str | None,
-) -> ShadowResult:
+) -> ShadowCompared:
     agreed = mean = peak = None
     if comparison is not None:
         agreed = comparison.equal / comparison.elements if comparison.elements else None
         mean = comparison.abs_diff_sum / comparison.numeric if comparison.numeric else None
         peak = comparison.abs_diff_max
-    return ShadowResult(*key, method, agreed, mean, peak, primary_latency, shadow_latency, error)
+    return ShadowCompared(*key, method, agreed, mean, peak, primary_latency, shadow_latency, error)
