@@ -18,7 +18,7 @@ from openfeature.contrib.provider.flagd import FlagdProvider
 from openfeature.contrib.provider.flagd.config import ResolverType
 
 from modelflags import ModelFlags, ModelFlagsError, ModelUnavailableError
-from modelflags.client import OVERRIDES_ENV
+from modelflags.overrides import OVERRIDES_ENV
 from modelflags.testing import pinned
 
 from models import Constant

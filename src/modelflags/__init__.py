@@ -2,21 +2,25 @@
 
 ``ModelFlags`` is the entry point. This module also keeps one process-wide instance for
 applications that prefer module functions (:func:`configure`, :func:`get_model`). Global state lives
-here and in :mod:`modelflags.pins` (version pins for tests), nowhere else.
+here and in :mod:`modelflags.serving.pins` (version pins for tests), nowhere else.
 
-Actuators and the canary driver live in :mod:`modelflags.actuators` and :mod:`modelflags.canary`
-(they bring in HTTP and file-lock machinery that plain serving does not need).
+Names that bring in an HTTP client, a file lock or an optional extra (the actuators, the canary
+driver, the remote fetcher, the OpenTelemetry and Prometheus bridges) are imported on first use,
+so ``import modelflags`` stays light.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from modelflags.artifacts import ArtifactStore, LoaderRegistry
 from modelflags.client import FALLBACK, PREWARMING, ROLLED_BACK, ModelFlags
 from modelflags.errors import (
+    ActuatorError,
     ArtifactError,
     ArtifactNotFoundError,
     ArtifactTooLargeError,
@@ -28,10 +32,24 @@ from modelflags.errors import (
     RegistryError,
     VersionLoadError,
 )
-from modelflags.registry import ModelSpec, Registry, VersionSpec, load_registry
-from modelflags.registry.guardrails import GuardrailRules
-from modelflags.rollout.metrics import VersionMetrics
-from modelflags.serving.handle import ServedModel
+from modelflags.options import (
+    AuditOptions,
+    CacheOptions,
+    PrewarmOptions,
+    RolloutOptions,
+    ShadowOptions,
+)
+from modelflags.registry import (
+    GuardrailRules,
+    ModelSpec,
+    OutcomeDrop,
+    Registry,
+    VersionSpec,
+    load_registry,
+)
+from modelflags.rollout.actuators.base import Actuator
+from modelflags.rollout.metrics import MetricsRecorder, VersionMetrics
+from modelflags.serving.handle import ServedModel, ServingReason
 from modelflags.serving.health import Backoff
 from modelflags.serving.resolution import OVERRIDE
 from modelflags.serving.shadow import ShadowStats
@@ -40,54 +58,103 @@ from modelflags.telemetry.events import (
     ActuatorFailed,
     BecameLKG,
     Breach,
+    Event,
+    FallbackServed,
     FellBack,
     GuardrailAlert,
+    GuardrailAlerted,
+    GuardrailBreached,
+    LastKnownGoodChanged,
     Loaded,
     LoadFailed,
+    PrewarmCompleted,
     Prewarmed,
     Quarantined,
     RolledBack,
+    ShadowCompared,
     ShadowResult,
+    VersionLoaded,
+    VersionLoadFailed,
+    VersionQuarantined,
+    VersionRolledBack,
 )
-from modelflags.telemetry.status import ModelStatus, QuarantineStatus
+from modelflags.telemetry.status import FlagSourceStatus, ModelStatus, QuarantineStatus
+
+if TYPE_CHECKING:
+    from modelflags.artifacts.remote import RemoteFetcher, RetryPolicy
+    from modelflags.rollout.actuators import FlagdFileActuator, UnleashActuator
+    from modelflags.rollout.canary import CanaryDriver, CanaryResult, Stage
+    from modelflags.telemetry.otel import OpenTelemetryMetrics
 
 __all__ = [
     "FALLBACK",
     "OVERRIDE",
     "PREWARMING",
     "ROLLED_BACK",
+    "Actuator",
+    "ActuatorError",
     "ActuatorFailed",
     "ArtifactError",
     "ArtifactNotFoundError",
+    "ArtifactStore",
     "ArtifactTooLargeError",
+    "AuditOptions",
     "Backoff",
     "BecameLKG",
     "Breach",
+    "CacheOptions",
+    "CanaryDriver",
+    "CanaryResult",
     "DecisionLog",
     "DeserializationError",
     "DigestMismatchError",
+    "Event",
+    "FallbackServed",
     "FellBack",
     "FetchError",
+    "FlagSourceStatus",
+    "FlagdFileActuator",
     "GuardrailAlert",
+    "GuardrailAlerted",
+    "GuardrailBreached",
     "GuardrailRules",
+    "LastKnownGoodChanged",
     "LoadFailed",
     "Loaded",
+    "LoaderRegistry",
+    "MetricsRecorder",
     "ModelFlags",
     "ModelFlagsError",
     "ModelSpec",
     "ModelStatus",
     "ModelUnavailableError",
+    "OpenTelemetryMetrics",
+    "OutcomeDrop",
+    "PrewarmCompleted",
+    "PrewarmOptions",
     "Prewarmed",
     "QuarantineStatus",
     "Quarantined",
     "Registry",
     "RegistryError",
+    "RemoteFetcher",
+    "RetryPolicy",
     "RolledBack",
+    "RolloutOptions",
     "ServedModel",
+    "ServingReason",
+    "ShadowCompared",
+    "ShadowOptions",
     "ShadowResult",
     "ShadowStats",
+    "Stage",
+    "UnleashActuator",
     "VersionLoadError",
+    "VersionLoadFailed",
+    "VersionLoaded",
     "VersionMetrics",
+    "VersionQuarantined",
+    "VersionRolledBack",
     "VersionSpec",
     "__version__",
     "configure",
@@ -96,7 +163,28 @@ __all__ = [
     "shutdown",
 ]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+_LAZY = {
+    "RemoteFetcher": "modelflags.artifacts.remote",
+    "RetryPolicy": "modelflags.artifacts.remote",
+    "FlagdFileActuator": "modelflags.rollout.actuators",
+    "UnleashActuator": "modelflags.rollout.actuators",
+    "CanaryDriver": "modelflags.rollout.canary",
+    "CanaryResult": "modelflags.rollout.canary",
+    "Stage": "modelflags.rollout.canary",
+    "OpenTelemetryMetrics": "modelflags.telemetry.otel",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelflags' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 _lock = threading.Lock()
 _instance: ModelFlags | None = None

@@ -33,7 +33,24 @@ __all__ = [
     "ModelUnavailableError",
     "RegistryError",
     "VersionLoadError",
+    "shown",
 ]
+
+_SHOWN_LIMIT = 80
+
+
+def shown(value: object, *, limit: int = _SHOWN_LIMIT, quote: bool = True) -> str:
+    """A value that came from outside, fit for a message: escaped and at most ``limit`` characters.
+
+    Control and non-printable characters are escaped as Python escapes them; a longer value is cut
+    and its full length given, so a 10 MB flag value cannot flood a log line, an event or a status.
+    ``quote=False`` leaves out the surrounding quotes of a string.
+    """
+    text = repr(value) if quote or not isinstance(value, str) else repr(value)[1:-1]
+    if len(text) <= limit:
+        return text
+    size = len(value) if isinstance(value, str | bytes) else len(text)
+    return f"{text[:limit]}... ({size} characters)"
 
 
 class ModelFlagsError(Exception):

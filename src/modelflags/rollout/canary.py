@@ -33,11 +33,12 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from modelflags.rollout.actuators import Actuator
+from modelflags.telemetry.events import Breach
 
 __all__ = [
     "CanaryDriver",
@@ -45,6 +46,7 @@ __all__ = [
     "CanaryResult",
     "CanaryStep",
     "Stage",
+    "guarded_canary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -306,3 +308,61 @@ def _stages(stages: Sequence[Stage] | Sequence[int], stage_seconds: float) -> tu
 def _describe(breach: object) -> str:
     rule = getattr(breach, "rule", None)
     return str(rule) if rule is not None else repr(breach)
+
+
+class _Supervision(Protocol):
+    """What a guarded canary needs of the guardrail supervisor."""
+
+    def check(self, models: Iterable[str] | None = None) -> list[Breach]: ...
+
+    def breaches(self, model: str, version: str | None = None) -> list[Breach]: ...
+
+    def release(
+        self, model: str, versions: Iterable[str] | None = None, *, forget: bool = True
+    ) -> list[str]: ...
+
+    def holding(self, model: str) -> contextlib.AbstractContextManager[None]: ...
+
+
+def guarded_canary(
+    supervision: _Supervision,
+    actuator: Actuator,
+    *,
+    model: str,
+    flag_key: str,
+    baseline: str,
+    candidate: str,
+    stages: Sequence[int] | Sequence[Stage],
+    stage_seconds: float,
+    poll_s: float,
+    promote: Callable[[str, str], None],
+) -> CanaryDriver:
+    """A canary of ``candidate`` judged by ``model``'s guardrails.
+
+    At its start the candidate's earlier breaches and metrics are forgotten (they are not
+    evidence about this canary); promotions of the model wait while it runs; on completion the
+    candidate is promoted if it proved itself (``promote``).
+    """
+
+    def check() -> list[Breach]:
+        supervision.check()
+        return supervision.breaches(model, candidate)
+
+    def on_step(step: CanaryStep) -> None:
+        if step.event == "start":
+            supervision.release(model, [candidate])
+        elif step.event == "completed":
+            promote(model, candidate)
+
+    return CanaryDriver(
+        actuator,
+        flag_key=flag_key,
+        baseline=baseline,
+        candidate=candidate,
+        stages=stages,
+        stage_seconds=stage_seconds,
+        check=check,
+        poll_s=poll_s,
+        on_step=on_step,
+        hold=lambda: supervision.holding(model),
+    )

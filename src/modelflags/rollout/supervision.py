@@ -16,8 +16,9 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
+from modelflags.registry import ModelSpec
 from modelflags.registry.guardrails import GuardrailRules
 from modelflags.rollout.guardrails import Guardrails
 from modelflags.rollout.metrics import Metrics, MetricsRecorder, VersionMetrics
@@ -32,16 +33,66 @@ from modelflags.telemetry.events import (
 if TYPE_CHECKING:
     from modelflags.rollout.actuators import Actuator
 
-__all__ = ["Supervisor"]
+__all__ = ["HealthView", "Supervisor", "release_moved_rollbacks"]
 
 logger = logging.getLogger(__name__)
+
+
+class HealthView(Protocol):
+    """What supervision reads of the serving core's health (the LKG and proofs)."""
+
+    def lkg(self, model: str) -> str:
+        """The last known good version of ``model``."""
+        ...
+
+    def proved_after(self, model: str, version: str, other: str) -> bool:
+        """True when ``version`` proved itself after ``other`` did."""
+        ...
+
+    def is_proven(self, model: str, version: str) -> bool:
+        """True once ``version`` completed a call since its last failure."""
+        ...
 
 
 class Supervisor:
     """Metrics, guardrails and rollbacks for one :class:`~modelflags.ModelFlags`.
 
     Safe to share between threads. ``rolled_back`` is a lock-free read for the request path.
+    An exporter or actuator that raises is logged and counted (:meth:`extension_errors`), never
+    raised into a request.
     """
+
+    @classmethod
+    def for_models(
+        cls,
+        specs: Mapping[str, ModelSpec],
+        *,
+        metrics: bool,
+        exporters: Sequence[MetricsRecorder],
+        actuator: Actuator | None,
+        check_interval: float,
+        health: HealthView,
+        promote: Callable[[str, str], None],
+        emit: Callable[[Event], None],
+        clock: Callable[[], float],
+    ) -> Supervisor | None:
+        """The supervisor of a registry's models, or ``None`` when nothing needs one (no
+        guardrails, no metrics asked for, no exporters)."""
+        rules = {name: spec.guardrails for name, spec in specs.items() if spec.guardrails}
+        if not (rules or metrics or exporters):
+            return None
+        return cls(
+            rules,
+            flag_keys={name: spec.flag_key for name, spec in specs.items()},
+            lkg=health.lkg,
+            emit=emit,
+            clock=clock,
+            recorders=tuple(exporters),
+            actuator=actuator,
+            check_interval=check_interval,
+            promote=promote,
+            proved_after=health.proved_after,
+        )
 
     def __init__(
         self,
@@ -61,7 +112,9 @@ class Supervisor:
         window = max([window_s, *(rule.window_s for rule in rules.values())])
         self.metrics = Metrics(window_s=window, clock=clock)
         self.guardrails = Guardrails(rules, self.metrics, clock=clock)
-        self._recorders: tuple[MetricsRecorder, ...] = (self.metrics, *recorders)
+        self._exporters: tuple[MetricsRecorder, ...] = tuple(recorders)
+        self._exporter_errors = 0
+        self._actuator_errors = 0
         self._flag_keys = dict(flag_keys)
         self._lkg = lkg
         self._emit = emit
@@ -88,14 +141,35 @@ class Supervisor:
     def record_call(
         self, model: str, version: str, latency_s: float, error: bool, fell_back: bool
     ) -> None:
-        """Record one inference call of ``version`` in every recorder."""
-        for recorder in self._recorders:
-            recorder.record_call(model, version, latency_s, error, fell_back)
+        """Record one inference call of ``version`` in the metrics and every exporter."""
+        self.metrics.record_call(model, version, latency_s, error, fell_back)
+        for exporter in self._exporters:
+            try:
+                exporter.record_call(model, version, latency_s, error, fell_back)
+            except Exception:
+                self._exporter_failed(exporter)
 
     def record_outcome(self, model: str, version: str, name: str, value: float) -> None:
         """Record an outcome the application reports for a call ``version`` answered."""
-        for recorder in self._recorders:
-            recorder.record_outcome(model, version, name, value)
+        self.metrics.record_outcome(model, version, name, value)
+        for exporter in self._exporters:
+            try:
+                exporter.record_outcome(model, version, name, value)
+            except Exception:
+                self._exporter_failed(exporter)
+
+    def _exporter_failed(self, exporter: MetricsRecorder) -> None:
+        self._exporter_errors += 1
+        if self._exporter_errors == 1 or self._exporter_errors % 1000 == 0:
+            logger.exception(
+                "metrics exporter %r raised (%d times so far); serving goes on",
+                exporter,
+                self._exporter_errors,
+            )
+
+    def extension_errors(self) -> dict[str, int]:
+        """How often an exporter or an actuator failed."""
+        return {"exporters": self._exporter_errors, "actuators": self._actuator_errors}
 
     def gates(self, model: str) -> bool:
         """True when promotion of ``model``'s versions waits for its guardrails."""
@@ -175,6 +249,35 @@ class Supervisor:
                     now - since,
                 )
                 self._promote(model, version)
+
+    def rollback_versions(
+        self,
+        model: str,
+        version: str | None,
+        *,
+        reason: str,
+        demote: Callable[[str, str], str],
+    ) -> list[str]:
+        """Roll back ``version`` (default: every non-LKG version with traffic) of ``model``.
+
+        A rolled-back LKG is first demoted (``demote`` returns the LKG after it), so the
+        previous proven version serves; an LKG with nothing proven before it cannot be rolled
+        back (``ValueError``).
+        """
+        lkg = self._lkg(model)
+        versions = (
+            [version]
+            if version is not None
+            else [served for served in self.snapshot(model) if served != lkg]
+        )
+        for chosen in versions:
+            if chosen == self._lkg(model) and demote(model, chosen) == chosen:
+                raise ValueError(
+                    f"model {model!r}: cannot roll back {chosen!r}: it is the last known good "
+                    "version and no other version has proven itself"
+                )
+            self.rollback(model, chosen, reason=reason)
+        return versions
 
     def breaches(self, model: str, version: str | None = None) -> list[Breach]:
         """Breaches that fired for ``model`` (and ``version``) and were not released."""
@@ -265,6 +368,7 @@ class Supervisor:
         try:
             self._actuator.rollback(flag_key, to_version=lkg, from_version=version)
         except Exception as exc:
+            self._actuator_errors += 1
             logger.error(
                 "model %r: rolling back flag %r at its source failed: %s", model, flag_key, exc
             )
@@ -278,3 +382,27 @@ class Supervisor:
                 self.check()
             except Exception:
                 logger.exception("guardrail check failed")
+
+
+def release_moved_rollbacks(
+    supervisor: Supervisor,
+    model: str,
+    contexts: Iterable[object],
+    selects: Callable[[str, Any], str | None],
+) -> list[str]:
+    """Lift rollbacks of versions the flag no longer selects for any of ``contexts``.
+
+    Called after a flag change with the model's recent evaluation contexts; ``selects`` answers
+    which version the flag picks for one of them now.
+    """
+    rolled_back = supervisor.rolled_back(model)
+    if not rolled_back:
+        return []
+    selected = {selects(model, context) for context in contexts}
+    moved = [version for version in rolled_back if version not in selected]
+    if not moved:
+        return []
+    released = supervisor.release(model, moved, forget=False)
+    if released:
+        logger.info("model %r: flag no longer selects %s; rollback lifted", model, released)
+    return released

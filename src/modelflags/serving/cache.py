@@ -47,7 +47,7 @@ class _CountedLRU(cachetools.LRUCache[Hashable, CacheEntry]):
         self._on_evict = on_evict
 
     def __setitem__(self, key: Hashable, value: CacheEntry) -> None:
-        while key not in self and self.currsize and len(self) >= self.max_entries:
+        while key not in self and len(self) and len(self) >= self.max_entries:
             self.popitem()
         super().__setitem__(key, value)
 
@@ -181,8 +181,10 @@ class ModelCache:
             self._index[key] = entry
             return
         if self.max_bytes is not None and entry.nbytes > self.max_bytes:
-            # Larger than the whole cache: served to its callers, never stored.
+            # Larger than the whole cache: served to its callers, never stored (an unpinned
+            # former LKG is dropped here, so it is neither kept nor served from a stale index).
             self.oversized += 1
+            self._index.pop(key, None)
             return
         self._lru[key] = entry
         self._index[key] = entry

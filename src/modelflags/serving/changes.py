@@ -1,49 +1,136 @@
-"""Where flag-change events come from, normalised to one callback.
+"""Where flag-change events come from, and how healthy the flag source is.
 
 Providers report changes in different ways: most emit ``PROVIDER_CONFIGURATION_CHANGED`` through
 the OpenFeature SDK (flagd), some keep a handler list of their own and never forward to the SDK
 (the Unleash provider hands its handlers a dict), and the override layer emits through its own
 attachment. :class:`ChangeFeed` listens to all of them and calls ``on_change`` with the set of
 changed flag keys, or ``None`` when the provider did not say which.
+
+It also keeps the flag source's health (:class:`~modelflags.telemetry.status.FlagSourceStatus`):
+``PROVIDER_ERROR`` and ``PROVIDER_STALE`` events from either route, and the errors a provider
+only logs (the Unleash client logs a traceback on every failed poll and emits nothing), make the
+source ``"error"`` or ``"stale"``; a ready or configuration-changed event, or ``quiet_s`` seconds
+without a new error, make it ``"ready"`` again. Each change of state is one log line. A process
+with no provider set is ``"not set"``: every request then serves the default version.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 
 from openfeature.client import OpenFeatureClient
-from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import EventDetails, ProviderEvent, ProviderEventDetails
 from openfeature.provider import FeatureProvider
 
-from modelflags.errors import ModelFlagsError
+from modelflags.errors import shown
+from modelflags.telemetry.status import FlagSourceStatus
 
-__all__ = ["ChangeFeed", "overrides_provider"]
+__all__ = ["ChangeFeed"]
 
 logger = logging.getLogger(__name__)
 
 OnChange = Callable[[frozenset[str] | None], None]
 
+# Loggers through which providers report failures they emit no event for, by provider module.
+_PROVIDER_LOGGERS: Mapping[str, tuple[str, ...]] = {
+    "openfeature.contrib.provider.unleash": ("UnleashClient",),
+    "openfeature.contrib.provider.flagd": ("openfeature.contrib",),
+}
+_NOT_SET = "NoOpProvider"
+
 
 class ChangeFeed:
-    """Subscribes to every source of change events for one OpenFeature client.
+    """Subscribes to every source of change and health events for one OpenFeature client.
 
     Safe to share between threads; :meth:`close` removes every subscription it made.
+    ``quiet_s`` is how long without a new error makes an erring source ready again; ``clock``
+    gives wall-clock seconds for ``since``.
     """
 
-    def __init__(self, client: OpenFeatureClient, on_change: OnChange) -> None:
+    def __init__(
+        self,
+        client: OpenFeatureClient,
+        on_change: OnChange,
+        *,
+        quiet_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
         self._client = client
         self._on_change = on_change
+        self._quiet_s = quiet_s
+        self._clock = clock
         self._lock = threading.Lock()
         self._providers: list[object] = []
+        self._watched: list[logging.Logger] = []
+        self._watch = _LogWatch(self)
         self._closed = False
-        client.add_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_sdk_event)
-        client.add_handler(ProviderEvent.PROVIDER_READY, self._on_ready)
+        self._state = "ready"
+        self._since: float | None = clock()
+        self._errors = 0
+        self._last_error: str | None = None
+        self._last_error_at = 0.0
+        self._provider_name = ""
+        self._subscriptions = (
+            (ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_sdk_event),
+            (ProviderEvent.PROVIDER_READY, self._on_ready),
+            (ProviderEvent.PROVIDER_ERROR, self._on_sdk_error),
+            (ProviderEvent.PROVIDER_STALE, self._on_sdk_stale),
+        )
+        for event, handler in self._subscriptions:
+            client.add_handler(event, handler)
         self._follow(client.provider)
+
+    # -- health ---------------------------------------------------------------------------------
+
+    def source_status(self) -> FlagSourceStatus:
+        """The flag source's health now."""
+        provider = self._client.provider
+        name = type(provider).__name__
+        if name == _NOT_SET:
+            return FlagSourceStatus(name, "not set", None, self._errors, self._last_error)
+        self._recover_if_quiet()
+        with self._lock:
+            return FlagSourceStatus(name, self._state, self._since, self._errors, self._last_error)
+
+    def provider_set(self) -> bool:
+        """False while the client has no provider (OpenFeature's no-op provider)."""
+        return type(self._client.provider).__name__ != _NOT_SET
+
+    def failed(self, message: str, *, state: str = "error") -> None:
+        """Record an error (or staleness) of the flag source."""
+        text = shown(message, limit=200, quote=False)
+        with self._lock:
+            self._errors += 1
+            self._last_error = text
+            self._last_error_at = self._clock()
+            changed = self._state != state
+            if changed:
+                self._state, self._since = state, self._last_error_at
+        if changed:
+            logger.error("flag source %s is %s: %s", self._provider_name or "?", state, text)
+
+    def recovered(self) -> None:
+        """Record that the flag source answered again."""
+        with self._lock:
+            changed = self._state != "ready"
+            if changed:
+                self._state, self._since = "ready", self._clock()
+        if changed:
+            logger.warning("flag source %s is ready again", self._provider_name or "?")
+
+    def _recover_if_quiet(self) -> None:
+        with self._lock:
+            erring = self._state != "ready"
+            quiet = self._clock() - self._last_error_at >= self._quiet_s
+        if erring and quiet:
+            self.recovered()
+
+    # -- the override layer ---------------------------------------------------------------------
 
     def on_override_event(
         self, provider: FeatureProvider, event: ProviderEvent, details: ProviderEventDetails
@@ -53,8 +140,11 @@ class ChangeFeed:
             self._deliver(details.flags_changed)
         elif event is ProviderEvent.PROVIDER_ERROR:
             logger.error(
-                "override file: %s (the last good overrides stay in force)", details.message
+                "override file: %s (the last good overrides stay in force)",
+                shown(details.message or "", limit=500, quote=False),
             )
+
+    # -- subscriptions --------------------------------------------------------------------------
 
     def close(self) -> None:
         """Stop listening. Idempotent."""
@@ -63,39 +153,63 @@ class ChangeFeed:
                 return
             self._closed = True
             providers, self._providers = self._providers, []
-        for event, handler in (
-            (ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_sdk_event),
-            (ProviderEvent.PROVIDER_READY, self._on_ready),
-        ):
+            watched, self._watched = self._watched, []
+        for event, handler in self._subscriptions:
             with contextlib.suppress(ValueError):
                 self._client.remove_handler(event, handler)
         for provider in providers:
-            with contextlib.suppress(Exception):
-                provider.remove_handler(  # type: ignore[attr-defined]
-                    ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_own_event
-                )
+            for event, own in (
+                (ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_own_event),
+                (ProviderEvent.PROVIDER_ERROR, self._on_own_error),
+                (ProviderEvent.PROVIDER_STALE, self._on_own_stale),
+            ):
+                with contextlib.suppress(Exception):
+                    provider.remove_handler(event, own)  # type: ignore[attr-defined]
+        for watched_logger in watched:
+            watched_logger.removeHandler(self._watch)
 
     def _follow(self, provider: object) -> None:
-        """Subscribe to a provider's own handler list, if it has one."""
-        add = getattr(provider, "add_handler", None)
-        if not callable(add):
-            return
+        """Subscribe to a provider's own handler list and failure logs, if it has them."""
         with self._lock:
             if self._closed or any(known is provider for known in self._providers):
                 return
             self._providers.append(provider)
+            self._provider_name = type(provider).__name__
+        module = type(provider).__module__
+        for prefix, names in _PROVIDER_LOGGERS.items():
+            if module.startswith(prefix):
+                for name in names:
+                    watched = logging.getLogger(name)
+                    if self._watch not in watched.handlers:
+                        watched.addHandler(self._watch)
+                        with self._lock:
+                            self._watched.append(watched)
+        add = getattr(provider, "add_handler", None)
+        if not callable(add):
+            return
         try:
             add(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_own_event)
+            add(ProviderEvent.PROVIDER_ERROR, self._on_own_error)
+            add(ProviderEvent.PROVIDER_STALE, self._on_own_stale)
         except Exception:
             logger.debug("provider %r refused a handler", provider, exc_info=True)
 
     def _on_ready(self, details: EventDetails) -> None:
         self._follow(self._client.provider)  # a new provider may have been set
+        self.recovered()
 
     def _on_sdk_event(self, details: EventDetails) -> None:
+        self.recovered()
         self._deliver(details.flags_changed)
 
+    def _on_sdk_error(self, details: EventDetails) -> None:
+        self.failed(details.message or "the provider reported an error")
+
+    def _on_sdk_stale(self, details: EventDetails) -> None:
+        self.failed(details.message or "the provider's flags are stale", state="stale")
+
     def _on_own_event(self, details: object) -> None:
+        self.recovered()
         if isinstance(details, Mapping):  # the Unleash provider hands its handlers a dict
             keys = details.get("flag_keys") or details.get("flags_changed")
             self._deliver(list(keys) if keys else None)
@@ -103,6 +217,12 @@ class ChangeFeed:
             self._deliver(details.flags_changed)
         else:
             self._deliver(None)
+
+    def _on_own_error(self, details: object) -> None:
+        self.failed(_message(details) or "the provider reported an error")
+
+    def _on_own_stale(self, details: object) -> None:
+        self.failed(_message(details) or "the provider's flags are stale", state="stale")
 
     def _deliver(self, keys: list[str] | None) -> None:
         if self._closed:
@@ -113,24 +233,23 @@ class ChangeFeed:
             logger.exception("handling a flag change failed")
 
 
-def overrides_provider(
-    path: str | os.PathLike[str] | None,
-    on_event: Callable[[FeatureProvider, ProviderEvent, ProviderEventDetails], None],
-) -> FeatureProvider | None:
-    """The override layer for ``path`` (watched and initialized), or ``None`` without a path."""
-    if path is None:
-        return None
-    try:
-        from modelflags_provider_overrides import OverridesError, OverridesProvider
-    except ImportError as exc:
-        raise ModelFlagsError(
-            "override files need the modelflags-provider-overrides package "
-            "(pip install -e providers/overrides)"
-        ) from exc
-    try:
-        provider = OverridesProvider(path=path)
-    except OverridesError as exc:
-        raise ModelFlagsError(str(exc)) from exc
-    provider.attach(on_event)
-    provider.initialize(EvaluationContext())
-    return provider
+class _LogWatch(logging.Handler):
+    """Turns a provider's ERROR log records into flag-source errors; writes nothing itself."""
+
+    def __init__(self, feed: ChangeFeed) -> None:
+        super().__init__(logging.ERROR)
+        self._feed = feed
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = str(record.msg)
+        self._feed.failed(message)
+
+
+def _message(details: object) -> str | None:
+    if isinstance(details, Mapping):
+        value = details.get("message") or details.get("error_message")
+        return None if value is None else str(value)
+    return getattr(details, "message", None)

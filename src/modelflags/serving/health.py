@@ -16,6 +16,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ __all__ = ["STATE_FILE", "Backoff", "Health", "Quarantine"]
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "modelflags-state.json"
+_TEMP_PREFIX = ".modelflags-state-"
+_LEFTOVER_AGE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +190,30 @@ class Health:
                 self._quarantine[model] = {k: v for k, v in entries.items() if k != version}
         return released
 
+    def lift(self, model: str) -> list[str]:
+        """Let every quarantined version of ``model`` be tried again now (a flag changed).
+
+        Their failure counts stay: a version that fails again is quarantined for the next, longer
+        back-off, so a flapping provider cannot defeat it. A version's count resets only when it
+        proves itself (:meth:`mark_good`) or a person releases it (:meth:`release`).
+        """
+        now = self._clock()
+        with self._lock:
+            entries = self._quarantine.get(model) or {}
+            waiting = sorted(version for version, entry in entries.items() if entry.until > now)
+            if waiting:
+                self._quarantine[model] = {
+                    version: (
+                        Quarantine(
+                            entry.model, version, entry.cause, entry.failures, entry.since, now
+                        )
+                        if version in waiting
+                        else entry
+                    )
+                    for version, entry in entries.items()
+                }
+        return waiting
+
     def set_lkg(self, model: str, version: str) -> str:
         """Make ``version`` the LKG by decision (not by proof); returns the previous one."""
         with self._lock:
@@ -208,12 +235,15 @@ class Health:
 
     def _restore(self, known_versions: Mapping[str, frozenset[str]]) -> None:
         assert self._state_path is not None
+        _remove_leftovers(self._state_path)
         try:
             raw = json.loads(self._state_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
-            logger.warning("ignoring unreadable state file %s: %s", self._state_path, exc)
+        except (OSError, ValueError, RecursionError) as exc:
+            # RecursionError: a deeply nested document, which a state file never is.
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            logger.warning("ignoring unreadable state file %s: %s", self._state_path, reason)
             return
         saved = raw.get("lkg") if isinstance(raw, dict) else None
         if not isinstance(saved, dict):
@@ -244,7 +274,7 @@ class Health:
             payload = json.dumps({"lkg": snapshot}, indent=2) + "\n"
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=".modelflags-state-", dir=path.parent)
+                fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
                 try:
                     with os.fdopen(fd, "w", encoding="utf-8") as stream:
                         stream.write(payload)
@@ -256,3 +286,26 @@ class Health:
                     raise
             except OSError as exc:
                 logger.error("cannot write state file %s: %s", path, exc)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete temporary state files a killed process left next to ``path``.
+
+    Each write goes to a temporary file that is renamed over the state file; a process killed in
+    between leaves the temporary file behind. Only files of that prefix older than a minute are
+    touched, so another process's write in flight is left alone.
+    """
+    try:
+        leftovers = list(path.parent.glob(_TEMP_PREFIX + "*"))
+    except OSError:
+        return
+    cutoff = time.time() - _LEFTOVER_AGE_S
+    for leftover in leftovers:
+        try:
+            if leftover.lstat().st_mtime > cutoff:
+                continue
+            leftover.unlink()
+        except OSError as exc:
+            logger.warning("cannot remove leftover state file %s: %s", leftover, exc)
+        else:
+            logger.info("removed leftover state file %s", leftover)

@@ -1,96 +1,221 @@
-"""Flag evaluation: which version does a flag choose for a context.
+"""Resolution: which version does a model's flag choose for a context.
 
-The OpenFeature client is asked for the model's string flag with the last known good version as
-the default value. Provider errors, a missing flag, a value of the wrong type and a version id the
-registry does not know all resolve to that default; they never raise. Each distinct cause is logged
-once at WARNING and counted, so a broken flag cannot flood the logs.
+One path decides, for the synchronous, asynchronous and prewarm callers alike: a pin (this
+instance's :meth:`Resolver.pinned`, then the process-wide pins of :mod:`~modelflags.serving.pins`)
+wins; then an override layer answers the flags it knows (reason ``OVERRIDE``); then the
+OpenFeature client evaluates the model's string flag with the last known good version as the
+default value. The asynchronous path awaits the override layer's and the client's async APIs: it
+never calls a synchronous evaluation.
+
+Provider errors, a missing flag, a value of the wrong type and a version id the registry does not
+know all resolve to that default; they never raise. Values that came from outside (flag values,
+provider messages) are shown bounded and escaped in every message. Each distinct cause is logged
+once at WARNING, up to a bound per model, and counted, so a broken flag cannot flood the logs.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
-from collections.abc import Collection
-from typing import NamedTuple
+from collections.abc import Collection, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, NamedTuple, Protocol
 
 from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
-from openfeature.flag_evaluation import FlagEvaluationDetails, Reason
-from openfeature.provider import FeatureProvider
+from openfeature.flag_evaluation import FlagEvaluationDetails, FlagResolutionDetails, Reason
+from openfeature.track import TrackingEventDetails
 
-__all__ = ["Resolution", "Resolver"]
+from modelflags.errors import ModelUnavailableError, shown
+from modelflags.serving import pins
+from modelflags.serving.handle import ServingReason
+
+__all__ = ["OVERRIDE", "OverrideSource", "Resolution", "Resolver"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_REMEMBERED_CAUSES = 1024
-OVERRIDE = "OVERRIDE"
+OVERRIDE = ServingReason.OVERRIDE
 """The reason of an answer from an override file or a pin."""
+
+_LOGGED_CAUSES_PER_MODEL = 32
+
+
+class OverrideSource(Protocol):
+    """A layer that answers some flags locally (reason ``OVERRIDE``) and leaves the rest.
+
+    The override-file provider (``modelflags-provider-overrides``) fits; the serving core reaches
+    it only through this interface.
+    """
+
+    def resolve_string_details(
+        self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[str]:
+        """Its answer for ``flag_key``; reason ``OVERRIDE`` when it has one."""
+        ...
+
+    async def resolve_string_details_async(
+        self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[str]:
+        """The same, awaitable."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop watching its files."""
+        ...
 
 
 class Resolution(NamedTuple):
-    """The outcome of one flag evaluation.
+    """The outcome of one flag evaluation, interpreted against the registry.
 
     ``version`` is a version id the registry knows; ``requested`` is what the flag said (``None``
-    when it said nothing usable); ``error`` describes why the default was used, if it was.
+    when it said nothing usable, such as a provider error); ``error`` describes why the default
+    was used, if it was. ``flag_reason``, ``error_code`` and ``flag_metadata`` are the flag's own.
     """
 
     version: str
     requested: str | None
     variant: str | None
-    reason: str | None
+    reason: ServingReason
     error: str | None
+    flag_reason: str | None = None
+    error_code: str | None = None
+    flag_metadata: Mapping[str, Any] = {}
 
 
 class Resolver:
-    """Evaluates string flags through an OpenFeature client.
+    """Evaluates model flags: pins, then the override layer, then the OpenFeature client.
 
-    Safe to share between threads: the client is thread-safe and the record of logged causes is
-    guarded by a lock taken only on the error path.
+    ``timeout`` bounds a synchronous evaluation (``None``: no bound, and no extra cost); a
+    provider that takes longer is answered with the default and an error. Safe to share between
+    threads: the client is thread-safe, pins are replaced atomically, and the record of logged
+    causes is guarded by a lock taken only on the error path.
     """
 
     def __init__(
-        self, client: OpenFeatureClient, *, overrides: FeatureProvider | None = None
+        self,
+        client: OpenFeatureClient,
+        *,
+        overrides: OverrideSource | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.client = client
         self.overrides = overrides
+        self.timeout = timeout
+        self._pins: Mapping[str, str] = {}
+        self._pins_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._seen: set[tuple[str, str]] = set()
+        self._logged: dict[str, set[str]] = {}
         self._errors: dict[str, int] = {}
         self._last_error: dict[str, str] = {}
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- pins -----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def pinned(self, versions: Mapping[str, str]) -> Iterator[None]:
+        """Pin models (by name) to versions for a block; blocks nest and restore on exit."""
+        with self._pins_lock:
+            previous = self._pins
+            self._pins = {**previous, **versions}
+        try:
+            yield
+        finally:
+            with self._pins_lock:
+                self._pins = previous
+
+    def _pin(self, model: str, flag_key: str, versions: Collection[str]) -> str | None:
+        pinned = self._pins.get(model) or pins.ACTIVE.get(model)
+        if pinned is not None and pinned not in versions:
+            raise ModelUnavailableError(
+                f"model {model!r} is pinned to version {pinned!r}, which the registry does not "
+                f"have (known: {', '.join(sorted(versions))})",
+                model=model,
+                version=pinned,
+            )
+        return pinned
+
+    # -- evaluation -----------------------------------------------------------------------------
 
     def evaluate(
-        self, flag_key: str, default: str, context: EvaluationContext
-    ) -> FlagEvaluationDetails[str]:
-        """The flag's details: from the override layer when it answers, else from the client."""
-        overrides = self.overrides
-        if overrides is not None:
-            answer = overrides.resolve_string_details(flag_key, default, context)
-            if answer.reason == OVERRIDE or answer.error_code is ErrorCode.TYPE_MISMATCH:
-                return FlagEvaluationDetails(
-                    flag_key,
-                    answer.value,
-                    variant=answer.variant,
-                    reason=answer.reason,
-                    error_code=answer.error_code,
-                    error_message=answer.error_message,
-                )
-        return self.client.get_string_details(flag_key, default, context)
-
-    async def resolve_async(
         self,
         model: str,
         flag_key: str,
         default: str,
         context: EvaluationContext,
         versions: Collection[str],
-    ) -> Resolution:
-        """Evaluate ``flag_key`` with the async API; the version is one of ``versions``."""
-        if self.overrides is not None:
-            details = self.evaluate(flag_key, default, context)  # local files: no I/O to await
-        else:
-            details = await self.client.get_string_details_async(flag_key, default, context)
-        return self.interpret(model, flag_key, default, details, versions)
+        *,
+        timeout: float | None = None,
+    ) -> FlagEvaluationDetails[str]:
+        """The flag's details for ``context``: from a pin, the override layer, or the client."""
+        if self._pins or pins.ACTIVE:
+            pinned = self._pin(model, flag_key, versions)
+            if pinned is not None:
+                return FlagEvaluationDetails(flag_key, pinned, variant=pinned, reason=OVERRIDE)
+        overrides = self.overrides
+        if overrides is not None:
+            answer = overrides.resolve_string_details(flag_key, default, context)
+            if answer.reason == OVERRIDE or answer.error_code is ErrorCode.TYPE_MISMATCH:
+                return _details(flag_key, answer)
+        bound = timeout if timeout is not None else self.timeout
+        if bound is None:
+            return self.client.get_string_details(flag_key, default, context)
+        return self._bounded(flag_key, default, context, bound)
+
+    async def evaluate_async(
+        self,
+        model: str,
+        flag_key: str,
+        default: str,
+        context: EvaluationContext,
+        versions: Collection[str],
+        *,
+        timeout: float | None = None,
+    ) -> FlagEvaluationDetails[str]:
+        """Like :meth:`evaluate`, awaiting the async APIs (``timeout`` bounds the wait)."""
+        if self._pins or pins.ACTIVE:
+            pinned = self._pin(model, flag_key, versions)
+            if pinned is not None:
+                return FlagEvaluationDetails(flag_key, pinned, variant=pinned, reason=OVERRIDE)
+        overrides = self.overrides
+        if overrides is not None:
+            answer = await overrides.resolve_string_details_async(flag_key, default, context)
+            if answer.reason == OVERRIDE or answer.error_code is ErrorCode.TYPE_MISMATCH:
+                return _details(flag_key, answer)
+        bound = timeout if timeout is not None else self.timeout
+        evaluation = self.client.get_string_details_async(flag_key, default, context)
+        if bound is None:
+            return await evaluation
+        try:
+            return await asyncio.wait_for(evaluation, bound)
+        except TimeoutError:
+            return _timed_out(flag_key, default, bound)
+
+    def _bounded(
+        self, flag_key: str, default: str, context: EvaluationContext, bound: float
+    ) -> FlagEvaluationDetails[str]:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(4, thread_name_prefix="modelflags-evaluate")
+            executor = self._executor
+        future = executor.submit(self.client.get_string_details, flag_key, default, context)
+        try:
+            return future.result(bound)
+        except FutureTimeout:
+            future.cancel()
+            return _timed_out(flag_key, default, bound)
+
+    def close(self) -> None:
+        """Stop the worker threads of bounded evaluations, if any were started."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- interpretation -------------------------------------------------------------------------
 
     def interpret(
         self,
@@ -102,19 +227,30 @@ class Resolver:
     ) -> Resolution:
         """Turn evaluation details into a :class:`Resolution`, recording any error."""
         value = details.value
-        reason = details.reason
-        reason_text = reason.value if isinstance(reason, Reason) else reason
+        flag_reason = _text(details.reason)
+        code = _text(details.error_code)
         if details.error_code is None:
             if value in versions:
-                return Resolution(value, value, details.variant, reason_text, None)
+                return Resolution(
+                    value,
+                    value,
+                    details.variant,
+                    ServingReason.of(flag_reason),
+                    None,
+                    flag_reason,
+                    None,
+                    details.flag_metadata,
+                )
             if not isinstance(value, str):
                 cause = f"flag {flag_key!r} gave a {type(value).__name__}, not a version id string"
-                return self._fail(model, flag_key, default, cause, None, details)
-            cause = f"flag {flag_key!r} chose version {value!r}, which the registry does not know"
-            return self._fail(model, flag_key, default, cause, value, details)
-        code = getattr(details.error_code, "value", details.error_code)
-        cause = f"flag {flag_key!r} could not be evaluated ({code}: {details.error_message or ''})"
-        return self._fail(model, flag_key, default, cause, None, details)
+                return self._fail(model, default, cause, None, details)
+            cause = (
+                f"flag {flag_key!r} chose version {shown(value)}, which the registry does not know"
+            )
+            return self._fail(model, default, cause, shown(value, quote=False), details)
+        message = shown(details.error_message or "", quote=False)
+        cause = f"flag {flag_key!r} could not be evaluated ({code}: {message})"
+        return self._fail(model, default, cause, None, details)
 
     def shadow(
         self,
@@ -127,9 +263,16 @@ class Resolver:
         """The version a shadow flag names beside ``serving``, or ``None``.
 
         Empty, equal to the serving version, unknown to the registry or not evaluable: ``None``
-        (unknown ids and errors are logged once per cause).
+        (unknown ids and errors are logged once per cause). Pins do not apply to shadow flags.
         """
-        details = self.evaluate(flag_key, "", context)
+        overrides = self.overrides
+        details: FlagEvaluationDetails[str] | None = None
+        if overrides is not None:
+            answer = overrides.resolve_string_details(flag_key, "", context)
+            if answer.reason == OVERRIDE:
+                details = _details(flag_key, answer)
+        if details is None:
+            details = self.client.get_string_details(flag_key, "", context)
         value = details.value
         if details.error_code is None and (not value or value == serving):
             return None
@@ -137,15 +280,33 @@ class Resolver:
             return value
         if details.error_code is None:
             cause = (
-                f"shadow flag {flag_key!r} chose version {value!r}, "
+                f"shadow flag {flag_key!r} chose version {shown(value)}, "
                 "which the registry does not know"
             )
         else:
-            code = getattr(details.error_code, "value", details.error_code)
-            message = details.error_message or ""
+            message = shown(details.error_message or "", quote=False)
+            code = _text(details.error_code)
             cause = f"shadow flag {flag_key!r} could not be evaluated ({code}: {message})"
         self._note(model, cause, "no shadow")
         return None
+
+    def track(
+        self,
+        name: str,
+        context: EvaluationContext | None,
+        value: float,
+        model: str,
+        version: str,
+    ) -> None:
+        """Send an outcome to OpenFeature's tracking API; a provider that fails is ignored."""
+        try:
+            self.client.track(
+                name,
+                context,
+                TrackingEventDetails(value=value, attributes={"model": model, "version": version}),
+            )
+        except Exception:
+            logger.debug("tracking %r failed", name, exc_info=True)
 
     def errors(self, model: str) -> tuple[int, str | None]:
         """How many evaluations of ``model`` fell back to the default, and the last cause."""
@@ -155,7 +316,6 @@ class Resolver:
     def _fail(
         self,
         model: str,
-        flag_key: str,
         default: str,
         cause: str,
         requested: str | None,
@@ -165,15 +325,59 @@ class Resolver:
             self._errors[model] = self._errors.get(model, 0) + 1
             self._last_error[model] = cause
         self._note(model, cause, f"serving {default!r}")
-        return Resolution(default, requested, details.variant, Reason.ERROR.value, cause)
+        return Resolution(
+            default,
+            requested,
+            details.variant,
+            ServingReason.ERROR,
+            cause,
+            _text(details.reason),
+            _text(details.error_code),
+            details.flag_metadata,
+        )
 
     def _note(self, model: str, cause: str, outcome: str) -> None:
-        key = (model, cause)
         with self._lock:
-            first = key not in self._seen
-            if first:
-                if len(self._seen) >= _MAX_REMEMBERED_CAUSES:
-                    self._seen.clear()
-                self._seen.add(key)
-        if first:
-            logger.warning("model %r: %s; %s (logged once per cause)", model, cause, outcome)
+            logged = self._logged.setdefault(model, set())
+            if cause in logged or len(logged) > _LOGGED_CAUSES_PER_MODEL:
+                return
+            full = len(logged) == _LOGGED_CAUSES_PER_MODEL
+            logged.add(cause)
+        if full:
+            logger.warning(
+                "model %r: more than %d distinct flag problems; further ones are counted in "
+                "status(), not logged",
+                model,
+                _LOGGED_CAUSES_PER_MODEL,
+            )
+            return
+        logger.warning("model %r: %s; %s (logged once per cause)", model, cause, outcome)
+
+
+def _details(flag_key: str, answer: FlagResolutionDetails[str]) -> FlagEvaluationDetails[str]:
+    return FlagEvaluationDetails(
+        flag_key,
+        answer.value,
+        variant=answer.variant,
+        flag_metadata=dict(answer.flag_metadata or {}),
+        reason=answer.reason,
+        error_code=answer.error_code,
+        error_message=answer.error_message,
+    )
+
+
+def _timed_out(flag_key: str, default: str, bound: float) -> FlagEvaluationDetails[str]:
+    return FlagEvaluationDetails(
+        flag_key,
+        default,
+        reason=Reason.ERROR,
+        error_code=ErrorCode.GENERAL,
+        error_message=f"the flag provider did not answer within {bound:g} s",
+    )
+
+
+def _text(value: object) -> str | None:
+    """The string of an OpenFeature enum member (or of a plain string); ``None`` stays."""
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))

@@ -1,13 +1,17 @@
-"""``ModelFlags.status()``: what an operator needs at 3 a.m., as frozen records."""
+"""``ModelFlags.status()``: what an operator needs at 3 a.m., as frozen records.
+
+The records are assembled from snapshots the serving core and the rollout layer hand over as plain
+values; nothing here reads live state.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
-from modelflags.serving.health import Quarantine
-
-__all__ = ["ModelStatus", "QuarantineStatus", "model_status"]
+__all__ = ["FlagSourceStatus", "ModelStatus", "QuarantineStatus", "model_status"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,9 +25,27 @@ class QuarantineStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class FlagSourceStatus:
+    """The health of the flag source (the OpenFeature provider) as modelflags sees it.
+
+    ``state`` is ``"ready"``, ``"error"``, ``"stale"`` or ``"not set"`` (no provider: every
+    request serves the default); ``since`` is the wall-clock time (seconds since the epoch) it
+    entered that state; ``errors`` counts the provider errors seen; ``last_error`` is the last
+    one's message (bounded).
+    """
+
+    provider: str
+    state: str
+    since: float | None
+    errors: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelStatus:
     """One model: its flag, LKG and default, what is loaded (bytes), pinned, quarantined, and
-    rolled back by a guardrail or by hand."""
+    rolled back by a guardrail or by hand; how its flag and flag source are doing; and how
+    often an extension (listener, exporter, actuator, decision log) failed."""
 
     name: str
     flag: str
@@ -35,6 +57,9 @@ class ModelStatus:
     flag_errors: int
     last_flag_error: str | None
     rolled_back: tuple[str, ...] = ()
+    flag_source: FlagSourceStatus | None = None
+    extension_errors: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def model_status(
@@ -44,12 +69,18 @@ def model_status(
     lkg: str,
     default_version: str,
     cached: Mapping[Hashable, tuple[int, bool]],
-    quarantined: list[Quarantine],
-    now: float,
+    quarantined: Iterable[tuple[str, str, int, float]],
     flag_errors: tuple[int, str | None],
-    rolled_back: frozenset[str] = frozenset(),
+    rolled_back: Iterable[str] = (),
+    flag_source: FlagSourceStatus | None = None,
+    extension_errors: Mapping[str, int] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> ModelStatus:
-    """Assemble the status of model ``name`` from snapshots of the cache and health."""
+    """Assemble the status of model ``name`` from snapshots.
+
+    ``cached`` maps cache keys ``(model, version)`` to ``(bytes, pinned)``; ``quarantined`` holds
+    ``(version, cause, failures, seconds to retry)``.
+    """
     loaded: dict[str, int] = {}
     pinned: list[str] = []
     for key, (nbytes, is_pinned) in cached.items():
@@ -65,10 +96,13 @@ def model_status(
         loaded=dict(sorted(loaded.items())),
         pinned=tuple(sorted(pinned)),
         quarantined=tuple(
-            QuarantineStatus(q.version, q.cause, q.failures, max(0.0, q.until - now))
-            for q in quarantined
+            QuarantineStatus(version, cause, failures, max(0.0, retry_in))
+            for version, cause, failures, retry_in in quarantined
         ),
         flag_errors=flag_errors[0],
         last_flag_error=flag_errors[1],
         rolled_back=tuple(sorted(rolled_back)),
+        flag_source=flag_source,
+        extension_errors=MappingProxyType(dict(extension_errors or {})),
+        extra=MappingProxyType(dict(extra or {})),
     )

@@ -1,0 +1,171 @@
+"""Option groups of :class:`~modelflags.ModelFlags`, so a reader sees the parts it is made of.
+
+``ModelFlags("registry.toml")`` is the whole set-up for the simple case. Each group below tunes
+one part; the flat keyword options of earlier releases (``max_models=``, ``shadow_workers=``,
+``decision_log=``, ...) still work and map onto these groups.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from modelflags.artifacts import ArtifactStore
+
+if TYPE_CHECKING:
+    from modelflags.rollout.actuators import Actuator
+    from modelflags.rollout.metrics import MetricsRecorder
+    from modelflags.telemetry.decision_log import DecisionLog
+
+__all__ = [
+    "AuditOptions",
+    "CacheOptions",
+    "Options",
+    "PrewarmOptions",
+    "RolloutOptions",
+    "ShadowOptions",
+    "gather",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheOptions:
+    """Loaded versions and artifacts.
+
+    ``max_models`` / ``max_bytes`` bound the cache of loaded versions (each model's LKG is pinned
+    beside it); ``cache_dir`` is where remote artifacts are downloaded (default
+    ``MODELFLAGS_CACHE_DIR``, else the user cache folder); ``max_artifact_bytes`` refuses larger
+    artifacts; or ``artifacts``, a configured :class:`~modelflags.artifacts.ArtifactStore`
+    instead of both.
+    """
+
+    max_models: int = 8
+    max_bytes: int | None = None
+    cache_dir: str | os.PathLike[str] | None = None
+    max_artifact_bytes: int | None = None
+    artifacts: ArtifactStore | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShadowOptions:
+    """Shadow work: ``workers`` background threads, at most ``queue`` calls waiting."""
+
+    workers: int = 1
+    queue: int = 256
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrewarmOptions:
+    """Load what changed flags select before requests do, from ``sample`` recent contexts."""
+
+    enabled: bool = True
+    sample: int = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutOptions:
+    """Metrics, guardrails and rollbacks.
+
+    ``metrics`` keeps per-version metrics for every model (models with guardrails always have
+    them); ``exporters`` receive every call and outcome too (OpenTelemetry, Prometheus);
+    ``actuator`` rolls back at the flag's source; ``guardrail_interval`` is the seconds between
+    background checks.
+    """
+
+    metrics: bool = False
+    exporters: Sequence[MetricsRecorder] = ()
+    actuator: Actuator | None = None
+    guardrail_interval: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditOptions:
+    """The decision log: a JSON-lines file (or a configured ``DecisionLog``) and its sample."""
+
+    decision_log: str | os.PathLike[str] | DecisionLog | None = None
+    sample: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """Every group, after the flat options of earlier releases were mapped onto them."""
+
+    cache: CacheOptions = field(default_factory=CacheOptions)
+    shadow: ShadowOptions = field(default_factory=ShadowOptions)
+    prewarm: PrewarmOptions = field(default_factory=PrewarmOptions)
+    rollout: RolloutOptions = field(default_factory=RolloutOptions)
+    audit: AuditOptions = field(default_factory=AuditOptions)
+
+
+_FLAT: Mapping[str, tuple[str, str]] = {
+    "max_models": ("cache", "max_models"),
+    "max_bytes": ("cache", "max_bytes"),
+    "cache_dir": ("cache", "cache_dir"),
+    "max_artifact_bytes": ("cache", "max_artifact_bytes"),
+    "artifacts": ("cache", "artifacts"),
+    "shadow_workers": ("shadow", "workers"),
+    "shadow_queue": ("shadow", "queue"),
+    "prewarm_sample": ("prewarm", "sample"),
+    "metrics": ("rollout", "metrics"),
+    "metrics_exporters": ("rollout", "exporters"),
+    "actuator": ("rollout", "actuator"),
+    "guardrail_interval": ("rollout", "guardrail_interval"),
+    "decision_log": ("audit", "decision_log"),
+    "decision_sample": ("audit", "sample"),
+}
+
+
+def gather(
+    flat: Mapping[str, Any],
+    *,
+    cache: CacheOptions | None = None,
+    shadow: ShadowOptions | None = None,
+    prewarm: bool | PrewarmOptions = True,
+    rollout: RolloutOptions | None = None,
+    audit: AuditOptions | None = None,
+) -> Options:
+    """The option groups, with the flat options of earlier releases mapped onto them.
+
+    Raises ``TypeError`` for an unknown option, and when a flat option and its group are both
+    given.
+    """
+    groups: dict[str, Any] = {
+        "cache": cache or CacheOptions(),
+        "shadow": shadow or ShadowOptions(),
+        "prewarm": prewarm
+        if isinstance(prewarm, PrewarmOptions)
+        else PrewarmOptions(enabled=bool(prewarm)),
+        "rollout": rollout or RolloutOptions(),
+        "audit": audit or AuditOptions(),
+    }
+    given = {"cache": cache, "shadow": shadow, "rollout": rollout, "audit": audit}
+    changes: dict[str, dict[str, Any]] = {}
+    for name, value in flat.items():
+        target = _FLAT.get(name)
+        if target is None:
+            known = ", ".join(sorted(_FLAT))
+            raise TypeError(
+                f"ModelFlags() got an unexpected option {name!r} (flat options: {known})"
+            )
+        group, attribute = target
+        if given.get(group) is not None or (
+            group == "prewarm" and isinstance(prewarm, PrewarmOptions)
+        ):
+            raise TypeError(f"pass {name}= or {group}=, not both")
+        changes.setdefault(group, {})[attribute] = value
+    cache_changes = changes.get("cache", {})
+    if "artifacts" in cache_changes and (
+        cache_changes.get("cache_dir") is not None
+        or cache_changes.get("max_artifact_bytes") is not None
+    ):
+        raise ValueError("pass artifacts= or cache_dir=/max_artifact_bytes=, not both")
+    for group, values in changes.items():
+        groups[group] = replace(groups[group], **values)
+    chosen = groups["cache"]
+    if chosen.artifacts is not None and (
+        chosen.cache_dir is not None or chosen.max_artifact_bytes is not None
+    ):
+        raise ValueError("pass artifacts= or cache_dir=/max_artifact_bytes=, not both")
+    return Options(**groups)
