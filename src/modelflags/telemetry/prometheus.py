@@ -50,6 +50,11 @@ Fleet totals per version, as a controller reads them::
       / sum by (version) (modelflags_outcome_count{model="recommender", outcome="click"})
     histogram_quantile(0.95, sum by (version, le) (modelflags_latency_seconds_bucket{...}))
 
+Serving them, e.g. next to a WSGI application (``metrics_app(asgi=True)`` for ASGI)::
+
+    flags = ModelFlags("registry.toml", metrics_exporters=[PrometheusMetrics()])
+    app = DispatcherMiddleware(app, {"/metrics": metrics_app()})  # werkzeug's, or any router
+
 **Several processes** (gunicorn workers): set ``PROMETHEUS_MULTIPROC_DIR`` to an empty folder
 before the processes start (before ``prometheus_client`` is imported); each process then writes
 its values to files there and :func:`metrics_app` serves their sums. Counters, histograms and
