@@ -19,7 +19,8 @@ name                                        type       labels                   
                                                        ``outcome``
 ==========================================  =========  ============================  ==========
 
-``version`` is the version the flag asked to serve the call, as in :class:`Metrics`:
+As in :class:`Metrics`, a call counts under the version the flag asked for, and an outcome
+under the version that served the call:
 
 - ``requests``: every inference call asked of the version (a failed load counts as one call).
 - ``inference_errors``: calls where the version raised or could not be loaded.
@@ -59,8 +60,10 @@ Serving them, e.g. next to a WSGI application (``metrics_app(asgi=True)`` for AS
 before the processes start (before ``prometheus_client`` is imported); each process then writes
 its values to files there and :func:`metrics_app` serves their sums. Counters, histograms and
 summaries keep the values of processes that have exited, so totals survive a worker's restart;
-there are no gauges, so no multiprocess gauge mode is needed. Empty the folder before each start
-of the whole server, never while it runs.
+there are no gauges, so no multiprocess gauge mode and no gunicorn ``child_exit`` hook
+(``mark_process_dead``) are needed. Empty the folder before each start of the whole server, never
+while it runs. In a single process prometheus-client also exports a ``*_created`` gauge per
+series; ``PROMETHEUS_DISABLE_CREATED_SERIES=True`` leaves them out.
 
 **One registry, many instances**: the metrics are registered once per (registry, prefix) and
 shared by every :class:`PrometheusMetrics` made for that pair, so two ``ModelFlags`` in one
@@ -147,7 +150,6 @@ class _Families:
 
     def __init__(self, registry: CollectorRegistry, prefix: str, buckets: tuple[float, ...]):
         self.buckets = buckets
-        self.lock = threading.Lock()
         self.versions: dict[tuple[str, str], _VersionSeries] = {}
         self.outcomes: dict[tuple[str, str, str], _OutcomeSeries] = {}
         self.requests = Counter(
@@ -194,30 +196,25 @@ class _Families:
             registry=registry,
         )
 
+    # The children are made outside any lock of ours (in multi-process mode a new child opens
+    # files): ``labels`` returns the same child for the same label values, so a race between
+    # two threads builds equal series, and setdefault keeps one.
+
     def version(self, model: str, version: str) -> _VersionSeries:
-        with self.lock:
-            series = self.versions.get((model, version))
-            if series is None:
-                series = _VersionSeries(
-                    self.requests.labels(model, version),
-                    self.errors.labels(model, version),
-                    self.fallbacks.labels(model, version),
-                    self.skipped.labels(model, version),
-                    self.latency.labels(model, version),
-                )
-                self.versions[(model, version)] = series
-            return series
+        series = _VersionSeries(
+            self.requests.labels(model, version),
+            self.errors.labels(model, version),
+            self.fallbacks.labels(model, version),
+            self.skipped.labels(model, version),
+            self.latency.labels(model, version),
+        )
+        return self.versions.setdefault((model, version), series)
 
     def outcome(self, model: str, version: str, name: str) -> _OutcomeSeries:
-        with self.lock:
-            series = self.outcomes.get((model, version, name))
-            if series is None:
-                series = _OutcomeSeries(
-                    self.values.labels(model, version, name),
-                    self.squares.labels(model, version, name),
-                )
-                self.outcomes[(model, version, name)] = series
-            return series
+        series = _OutcomeSeries(
+            self.values.labels(model, version, name), self.squares.labels(model, version, name)
+        )
+        return self.outcomes.setdefault((model, version, name), series)
 
 
 # registry -> prefix -> families. Weak keys: a registry a test throws away takes its families along.
@@ -268,7 +265,7 @@ class PrometheusMetrics:
     registry and prefix share one set of metrics. Has the ``record_call`` / ``record_outcome``
     methods of :class:`modelflags.rollout.metrics.Metrics`: give it to
     ``ModelFlags(metrics_exporters=[...])``. Safe to share between threads (the series are
-    created under a lock, then only read; prometheus-client's values lock themselves).
+    made once and then only read; prometheus-client's values lock themselves).
     """
 
     def __init__(
