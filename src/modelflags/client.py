@@ -279,6 +279,19 @@ class ModelFlags:
             promote=self._keeper.promote_proven,
         )
 
+    def metrics_app(self, *, asgi: bool = False) -> Callable[..., Any]:
+        """A WSGI app (ASGI with ``asgi=True``) serving this process's Prometheus metrics.
+
+        Mount it on the application's ``/metrics``. It serves the registry of the
+        ``PrometheusMetrics`` exporter given to this instance, else the default one (summing every
+        worker's files in gunicorn's multi-process mode). Needs ``modelflags[prometheus]``.
+        """
+        from modelflags.telemetry.prometheus import PrometheusMetrics, metrics_app
+
+        exporters = () if self._supervisor is None else self._supervisor.exporters
+        recorder = next((r for r in exporters if isinstance(r, PrometheusMetrics)), None)
+        return recorder.app(asgi=asgi) if recorder is not None else metrics_app(asgi=asgi)
+
     def _require_supervisor(self) -> Supervisor:
         if self._supervisor is None:
             raise ModelFlagsError(

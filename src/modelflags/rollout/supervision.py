@@ -167,6 +167,11 @@ class Supervisor:
                 self._exporter_errors,
             )
 
+    @property
+    def exporters(self) -> tuple[MetricsRecorder, ...]:
+        """The exporters every call and outcome is also sent to."""
+        return self._exporters
+
     def extension_errors(self) -> dict[str, int]:
         """How often an exporter or an actuator failed."""
         return {"exporters": self._exporter_errors, "actuators": self._actuator_errors}
