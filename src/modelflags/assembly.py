@@ -76,6 +76,8 @@ class Parts:
                 ],
                 flag_errors=self.resolver.errors(name),
                 rolled_back=() if supervisor is None else supervisor.rolled_back(name),
+                guardrails=() if supervisor is None else supervisor.report(name),
+                proposals=() if supervisor is None else supervisor.proposals.pending(name),
                 flag_source=source,
                 extension_errors=extension_errors,
             )
@@ -179,6 +181,8 @@ def assemble(
         clock=clock,
     )
     keeper.oversight = supervisor
+    if supervisor is not None:
+        supervisor.actions = audit
     return Parts(registry, events, feed, resolver, layer, keeper, shadow, policy, supervisor, audit)
 
 

@@ -32,13 +32,14 @@ from modelflags.options import (
 )
 from modelflags.registry import Registry, load_registry
 from modelflags.rollout.metrics import VersionMetrics
-from modelflags.rollout.supervision import Supervisor, release_moved_rollbacks
+from modelflags.rollout.promotion import release_moved_rollbacks
+from modelflags.rollout.supervision import Supervisor
 from modelflags.serving.context import to_context
 from modelflags.serving.handle import ServedModel, ServingReason
 from modelflags.serving.health import Backoff
 from modelflags.serving.shadow import ShadowStats
 from modelflags.telemetry.events import Breach, Event, Listener
-from modelflags.telemetry.status import ModelStatus
+from modelflags.telemetry.status import ModelStatus, RuleState
 
 if TYPE_CHECKING:
     from modelflags.rollout.actuators import Actuator
@@ -218,11 +219,14 @@ class ModelFlags:
             self._supervisor.record_outcome(model_name, served, name, number)
         self._resolver.track(name, context, number, model_name, served)
 
-    def rollback(self, name: str, version: str | None = None, *, reason: str) -> list[str]:
+    def rollback(
+        self, name: str, version: str | None = None, *, reason: str, by: str = "operator"
+    ) -> list[str]:
         """Pin model ``name`` away from ``version`` (default: every non-LKG version with traffic).
 
         The LKG serves instead (reason ``ROLLED_BACK``) until :meth:`release`, or until the flag
         stops selecting the version. With an actuator, the flag is also rolled back at its source.
+        ``by`` and ``reason`` go to the decision log.
         """
         model = self._policy.model(name)
         if version is not None and version not in model.versions:
@@ -230,8 +234,30 @@ class ModelFlags:
                 f"model {name!r} has no version {version!r}", model=name, version=version
             )
         return self._require_supervisor().rollback_versions(
-            name, version, reason=reason, demote=self._keeper.demote
+            name, version, reason=reason, demote=self._keeper.demote, by=by
         )
+
+    def guardrail_report(self, name: str) -> list[RuleState]:
+        """The live state of every guardrail rule of model ``name``'s candidate versions: the
+        estimate and its confidence interval so far, the limit, the counts and the verdict."""
+        self._policy.model(name)
+        return [] if self._supervisor is None else self._supervisor.report(name)
+
+    def confirm_rollback(
+        self, name: str, version: str, *, by: str = "operator", reason: str = ""
+    ) -> None:
+        """Carry out a proposed rollback (guardrails with ``action = "confirm"``).
+
+        Raises :class:`InvalidActionError` when no rollback of ``version`` is waiting.
+        """
+        self._policy.model(name)
+        self._require_supervisor().confirm(name, version, by=by, reason=reason)
+
+    def dismiss(self, name: str, version: str, *, by: str = "operator", reason: str = "") -> None:
+        """Drop a proposed rollback: ``version`` keeps serving, and is not proposed again until
+        :meth:`release`. Raises :class:`InvalidActionError` when none is waiting."""
+        self._policy.model(name)
+        self._require_supervisor().dismiss(name, version, by=by, reason=reason)
 
     def check_guardrails(self) -> list[Breach]:
         """Check every model's guardrails now (a background thread does it every second)."""
@@ -306,13 +332,14 @@ class ModelFlags:
         flag errors, rollbacks, the flag source's health and extension failures."""
         return self._parts.status()
 
-    def release(self, name: str, version: str | None = None) -> list[str]:
-        """Lift the quarantine and rollback of ``version`` (or of every version) of ``name`` now."""
+    def release(self, name: str, version: str | None = None, *, by: str = "operator") -> list[str]:
+        """Lift the quarantine and rollback of ``version`` (or of every version) of ``name`` now;
+        its breaches, proposals and metrics are forgotten, so it is judged afresh."""
         self._policy.model(name)
         released = self._keeper.health.release(name, version)
         if self._supervisor is not None:
             versions = None if version is None else [version]
-            released = sorted({*released, *self._supervisor.release(name, versions)})
+            released = sorted({*released, *self._supervisor.release(name, versions, by=by)})
         return released
 
     def add_listener(

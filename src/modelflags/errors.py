@@ -6,6 +6,7 @@ Every error the package raises derives from :class:`ModelFlagsError`::
      ├── RegistryError              a registry file or mapping is invalid (file, model, field)
      ├── ModelUnavailableError      a model cannot be served at all (unknown name, LKG unloadable)
      ├── ActuatorError              a flag could not be changed at its source (flag_key, actuator)
+     ├── InvalidActionError         an operator action does not apply now (also a ValueError)
      └── VersionLoadError           one version could not be made ready (model, version)
           ├── ArtifactError         its bytes could not be had or trusted (uri)
           │    ├── ArtifactNotFoundError   the file or object does not exist (404, missing path)
@@ -29,6 +30,7 @@ __all__ = [
     "DeserializationError",
     "DigestMismatchError",
     "FetchError",
+    "InvalidActionError",
     "ModelFlagsError",
     "ModelUnavailableError",
     "RegistryError",
@@ -155,3 +157,13 @@ class ActuatorError(ModelFlagsError):
         self.flag_key = flag_key
         self.actuator = actuator
         self.status = status
+
+
+class InvalidActionError(ModelFlagsError, ValueError):
+    """An action that does not apply to the version now: confirming a rollback nobody proposed,
+    rolling back the only proven version. ``model`` and ``version`` say which."""
+
+    def __init__(self, message: str, *, model: str, version: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+        self.version = version

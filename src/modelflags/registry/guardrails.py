@@ -49,13 +49,18 @@ class GuardrailRules(BaseModel):
     max_outcome_drop: OutcomeDrop | None = None
     min_requests: int = Field(default=200, ge=1)
     sustained_s: float = Field(default=60.0, ge=0.0)
-    action: Literal["rollback", "alert"] = "rollback"
+    action: Literal["rollback", "alert", "confirm"] = "rollback"
+    confirm_timeout_s: float | None = Field(default=None, gt=0.0)
+    on_timeout: Literal["rollback", "keep"] = "keep"
     window_s: float = Field(default=60.0, gt=0.0)
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _needs_a_rule(self) -> GuardrailRules:
         if all(getattr(self, rule) is None for rule in RULES):
             raise ValueError(f"guardrails need at least one rule: {', '.join(RULES)}")
+        if self.confirm_timeout_s is not None and self.action != "confirm":
+            raise ValueError('confirm_timeout_s needs action = "confirm"')
         return self
 
     @classmethod

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from modelflags.registry.guardrails import RULES, GuardrailRules, Rule
 from modelflags.rollout.metrics import Metrics, VersionMetrics
 from modelflags.telemetry.events import Breach
+from modelflags.telemetry.status import RuleState
 
 __all__ = ["Guardrails", "VersionVerdict"]
 
@@ -64,13 +65,15 @@ class VersionVerdict:
 
 
 class _State:
-    __slots__ = ("checked_at", "fired", "requests", "since")
+    __slots__ = ("checked_at", "fired", "lkg", "readings", "requests", "since")
 
     def __init__(self) -> None:
         self.since: dict[Rule, float] = {}
         self.fired = False
         self.requests = 0
         self.checked_at: float | None = None
+        self.readings: dict[Rule, _Reading] = {}
+        self.lkg = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,9 @@ class _Reading:
     observed: float
     threshold: float
     lkg_observed: float | None
+    breached: bool = True
+    candidate_n: int = 0
+    baseline_n: int = 0
 
 
 class Guardrails:
@@ -138,7 +144,9 @@ class Guardrails:
                 state = states.get(version)
                 if state is None:
                     state = states[version] = _State()
-                readings = _breached(rules, current, baseline)
+                state.readings = _readings(rules, current, baseline)
+                state.lkg = lkg
+                readings = {rule: got for rule, got in state.readings.items() if got.breached}
                 for rule in [rule for rule in state.since if rule not in readings]:
                     del state.since[rule]
                 for rule in readings:
@@ -187,6 +195,44 @@ class Guardrails:
                 for version, state in self._states.get(model, {}).items()
             }
 
+    def report(self, model: str) -> list[RuleState]:
+        """Every rule of every checked candidate of ``model``, as the last check saw it."""
+        rules = self._rules.get(model)
+        if rules is None:
+            return []
+        states: list[RuleState] = []
+        with self._lock:
+            for version, state in sorted(self._states.get(model, {}).items()):
+                for rule in RULES:
+                    if getattr(rules, rule) is None or not state.lkg:
+                        continue
+                    got = state.readings.get(rule)
+                    if got is None:
+                        verdict = "waiting"
+                    elif state.fired and got.breached:
+                        verdict = "fired"
+                    else:
+                        verdict = "breaching" if got.breached else "holding"
+                    drop = rules.max_outcome_drop
+                    states.append(
+                        RuleState(
+                            rule=rule,
+                            version=version,
+                            lkg=state.lkg,
+                            verdict=verdict,
+                            estimate=None if got is None else got.observed,
+                            lower=None,
+                            upper=None,
+                            limit=None if got is None else got.threshold,
+                            lkg_estimate=None if got is None else got.lkg_observed,
+                            candidate_n=0 if got is None else got.candidate_n,
+                            baseline_n=0 if got is None else got.baseline_n,
+                            method="threshold",
+                            metric=drop.name if rule == "max_outcome_drop" and drop else None,
+                        )
+                    )
+        return states
+
     def reset(self, model: str, version: str | None = None) -> None:
         """Forget the breaches of ``version`` (every version without one), so it may fire again.
 
@@ -200,25 +246,37 @@ class Guardrails:
                 states.pop(version, None)
 
 
-def _breached(
+def _readings(
     rules: GuardrailRules, current: VersionMetrics | None, baseline: VersionMetrics | None
 ) -> dict[Rule, _Reading]:
-    """The rules ``current`` breaks, with what was measured; rules without a verdict are absent."""
+    """What each rule reads for ``current`` against ``baseline``; rules without a verdict (too
+    little traffic) are absent."""
     readings: dict[Rule, _Reading] = {}
     if current is None:
         return readings
-    enough = current.requests >= rules.min_requests and current.ran > 0
     base = baseline if baseline is not None and baseline.requests > 0 else None
+    base_n = 0 if base is None else base.requests
     limit = rules.max_error_rate
-    if limit is not None and enough and current.error_rate > limit:
-        base_rate = None if base is None else base.error_rate
-        readings["max_error_rate"] = _Reading(current.error_rate, limit, base_rate)
-    ran_enough = current.ran >= rules.min_requests
-    if rules.max_p95_latency_ms is not None and ran_enough and current.latency_p95 is not None:
+    if limit is not None and current.requests >= rules.min_requests and current.ran > 0:
+        readings["max_error_rate"] = _Reading(
+            current.error_rate,
+            limit,
+            None if base is None else base.error_rate,
+            current.error_rate > limit,
+            current.ran,
+            base_n,
+        )
+    latency = rules.max_p95_latency_ms
+    if (
+        latency is not None
+        and current.ran >= rules.min_requests
+        and current.latency_p95 is not None
+    ):
         p95_ms = current.latency_p95 * 1000.0
-        if p95_ms > rules.max_p95_latency_ms:
-            base_ms = None if base is None or base.latency_p95 is None else base.latency_p95 * 1e3
-            readings["max_p95_latency_ms"] = _Reading(p95_ms, rules.max_p95_latency_ms, base_ms)
+        base_ms = None if base is None or base.latency_p95 is None else base.latency_p95 * 1e3
+        readings["max_p95_latency_ms"] = _Reading(
+            p95_ms, latency, base_ms, p95_ms > latency, current.ran, base_n
+        )
     drop = rules.max_outcome_drop
     if drop is not None and baseline is not None:
         mine = current.outcomes.get(drop.name)
@@ -230,6 +288,7 @@ def _breached(
             and theirs.count >= rules.min_requests
         ):
             lowest = theirs.mean - drop.relative * abs(theirs.mean)
-            if mine.mean < lowest:
-                readings["max_outcome_drop"] = _Reading(mine.mean, lowest, theirs.mean)
+            readings["max_outcome_drop"] = _Reading(
+                mine.mean, lowest, theirs.mean, mine.mean < lowest, mine.count, theirs.count
+            )
     return readings

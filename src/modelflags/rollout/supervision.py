@@ -15,13 +15,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
+from modelflags.errors import InvalidActionError
 from modelflags.registry import ModelSpec
 from modelflags.registry.guardrails import GuardrailRules
 from modelflags.rollout.guardrails import Guardrails
+from modelflags.rollout.impact import ImpactWatch
 from modelflags.rollout.metrics import Metrics, MetricsRecorder, VersionMetrics
+from modelflags.rollout.promotion import HealthView, Promoter
+from modelflags.rollout.proposals import Proposal, Proposals
+from modelflags.rollout.recording import Recording
 from modelflags.telemetry.events import (
     ActuatorFailed,
     Breach,
@@ -29,29 +34,30 @@ from modelflags.telemetry.events import (
     GuardrailAlert,
     RolledBack,
 )
+from modelflags.telemetry.status import RuleState
 
 if TYPE_CHECKING:
     from modelflags.rollout.actuators import Actuator
 
-__all__ = ["HealthView", "Supervisor", "release_moved_rollbacks"]
+__all__ = ["ActionSink", "Supervisor"]
 
 logger = logging.getLogger(__name__)
 
 
-class HealthView(Protocol):
-    """What supervision reads of the serving core's health (the LKG and proofs)."""
+class ActionSink(Protocol):
+    """Where rollbacks, releases and decisions on proposals are recorded (the decision log)."""
 
-    def lkg(self, model: str) -> str:
-        """The last known good version of ``model``."""
-        ...
-
-    def proved_after(self, model: str, version: str, other: str) -> bool:
-        """True when ``version`` proved itself after ``other`` did."""
-        ...
-
-    def is_proven(self, model: str, version: str) -> bool:
-        """True once ``version`` completed a call since its last failure."""
-        ...
+    def action(
+        self,
+        action: str,
+        model: str,
+        version: str | None,
+        *,
+        by: str,
+        reason: str,
+        **detail: str | float | int | None,
+    ) -> None:
+        """Record one action; never blocks, never raises."""
 
 
 class Supervisor:
@@ -112,8 +118,7 @@ class Supervisor:
         window = max([window_s, *(rule.window_s for rule in rules.values())])
         self.metrics = Metrics(window_s=window, clock=clock)
         self.guardrails = Guardrails(rules, self.metrics, clock=clock)
-        self._exporters: tuple[MetricsRecorder, ...] = tuple(recorders)
-        self._exporter_errors = 0
+        self.recording = Recording(self.metrics, recorders)
         self._actuator_errors = 0
         self._flag_keys = dict(flag_keys)
         self._lkg = lkg
@@ -123,11 +128,11 @@ class Supervisor:
         self._lock = threading.Lock()
         self._rolled_back: dict[str, frozenset[str]] = {}
         self._fired: dict[tuple[str, str], list[Breach]] = {}
-        self._held: dict[str, int] = {}
-        self._promote = promote
-        self._proved_after = proved_after
-        self._healthy_since: dict[tuple[str, str], float] = {}
+        self.promoter = Promoter(promote, proved_after, clock)
         self._clock = clock
+        self.proposals = Proposals(emit, clock)
+        self.impact = ImpactWatch(self.metrics, emit, clock)
+        self.actions: ActionSink | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if rules:
@@ -142,62 +147,28 @@ class Supervisor:
         self, model: str, version: str, latency_s: float, error: bool, fell_back: bool
     ) -> None:
         """Record one inference call of ``version`` in the metrics and every exporter."""
-        self.metrics.record_call(model, version, latency_s, error, fell_back)
-        for exporter in self._exporters:
-            try:
-                exporter.record_call(model, version, latency_s, error, fell_back)
-            except Exception:
-                self._exporter_failed(exporter)
+        self.recording.record_call(model, version, latency_s, error, fell_back)
 
     def record_outcome(self, model: str, version: str, name: str, value: float) -> None:
         """Record an outcome the application reports for a call ``version`` answered."""
-        self.metrics.record_outcome(model, version, name, value)
-        for exporter in self._exporters:
-            try:
-                exporter.record_outcome(model, version, name, value)
-            except Exception:
-                self._exporter_failed(exporter)
-
-    def _exporter_failed(self, exporter: MetricsRecorder) -> None:
-        self._exporter_errors += 1
-        if self._exporter_errors == 1 or self._exporter_errors % 1000 == 0:
-            logger.exception(
-                "metrics exporter %r raised (%d times so far); serving goes on",
-                exporter,
-                self._exporter_errors,
-            )
+        self.recording.record_outcome(model, version, name, value)
 
     @property
     def exporters(self) -> tuple[MetricsRecorder, ...]:
         """The exporters every call and outcome is also sent to."""
-        return self._exporters
+        return self.recording.exporters
 
     def extension_errors(self) -> dict[str, int]:
         """How often an exporter or an actuator failed."""
-        return {"exporters": self._exporter_errors, "actuators": self._actuator_errors}
+        return {"exporters": self.recording.errors, "actuators": self._actuator_errors}
 
     def gates(self, model: str) -> bool:
         """True when promotion of ``model``'s versions waits for its guardrails."""
         return model in self.guardrails.rules
 
-    def hold(self, model: str) -> None:
-        """Hold back promotions of ``model`` (while a canary of it runs)."""
-        with self._lock:
-            self._held[model] = self._held.get(model, 0) + 1
-
-    def unhold(self, model: str) -> None:
-        """Undo one :meth:`hold`."""
-        with self._lock:
-            self._held[model] = max(0, self._held.get(model, 0) - 1)
-
-    @contextlib.contextmanager
-    def holding(self, model: str) -> Iterator[None]:
-        """Hold back promotions of ``model`` for the duration of a ``with`` block."""
-        self.hold(model)
-        try:
-            yield
-        finally:
-            self.unhold(model)
+    def holding(self, model: str) -> contextlib.AbstractContextManager[None]:
+        """Hold back promotions of ``model`` for a ``with`` block (while its canary runs)."""
+        return self.promoter.holding(model)
 
     def rolled_back(self, model: str) -> frozenset[str]:
         """The versions of ``model`` pinned away (empty when none)."""
@@ -219,41 +190,68 @@ class Supervisor:
                 by_version.setdefault(breach.version, []).append(breach)
             for breaches in by_version.values():
                 self._act(breaches)
-            self._promote_healthy(model, lkg)
+            self.promoter.promote_healthy(model, lkg, self.guardrails, self.rolled_back(model))
+        for proposal in self.proposals.expired():
+            self._expire(proposal)
+        self.impact.check(self.guardrails.rules.get)
         return fired
 
-    def _promote_healthy(self, model: str, lkg: str) -> None:
-        """Promote a proven candidate that held its guardrails for ``sustained_s`` with traffic."""
-        rules = self.guardrails.rules[model]
-        now = self._clock()
-        rolled_back = self.rolled_back(model)
-        if self._held.get(model):
-            return  # a canary is running: its driver decides when the candidate is done
-        for version, verdict in self.guardrails.state(model).items():
-            key = (model, version)
-            healthy = (
-                version != lkg
-                and not verdict.breaching
-                and not verdict.fired
-                and verdict.requests >= rules.min_requests
-                and version not in rolled_back
+    def report(self, model: str) -> list[RuleState]:
+        """The live state of every guardrail rule of ``model``'s candidates."""
+        return self.guardrails.report(model)
+
+    def confirm(self, model: str, version: str, *, by: str, reason: str) -> None:
+        """Carry out the proposed rollback of ``version`` (``InvalidActionError`` if none)."""
+        proposal = self.proposals.take(model, version)
+        if proposal is None:
+            raise self._no_proposal(model, version, "confirm")
+        text = f"confirmed by {by}: {reason}" if reason else f"confirmed by {by}"
+        self.rollback(model, version, reason=text, breach=proposal.breach, by=by)
+
+    def dismiss(self, model: str, version: str, *, by: str, reason: str) -> None:
+        """Keep ``version`` serving and drop its proposal (``InvalidActionError`` if none)."""
+        proposal = self.proposals.take(model, version)
+        if proposal is None:
+            raise self._no_proposal(model, version, "dismiss")
+        self.proposals.dismiss(proposal, by=by, reason=reason)
+        logger.warning("model %r: rollback of %r dismissed by %s: %s", model, version, by, reason)
+        self._record("dismiss", model, version, by=by, reason=reason)
+
+    def _no_proposal(self, model: str, version: str, verb: str) -> InvalidActionError:
+        waiting = [p.version for p in self.proposals.pending(model)]
+        return InvalidActionError(
+            f"model {model!r}: no rollback of {version!r} is waiting for a decision, so there is "
+            f"nothing to {verb} (waiting: {', '.join(waiting) or 'none'})",
+            model=model,
+            version=version,
+        )
+
+    def _expire(self, proposal: Proposal) -> None:
+        rules = self.guardrails.rules.get(proposal.model)
+        timeout = (
+            0.0 if rules is None or rules.confirm_timeout_s is None else rules.confirm_timeout_s
+        )
+        reason = f"nobody decided within {timeout:g} s"
+        if proposal.on_timeout == "rollback" and proposal.version != self._lkg(proposal.model):
+            self.rollback(proposal.model, proposal.version, reason=reason, breach=proposal.breach)
+        else:
+            self.proposals.dismiss(proposal, by="timeout", reason=reason)
+            logger.warning(
+                "model %r: rollback of %r not confirmed within %g s; it keeps serving",
+                proposal.model,
+                proposal.version,
+                timeout,
             )
-            if not healthy:
-                self._healthy_since.pop(key, None)
-                continue
-            since = self._healthy_since.setdefault(key, now)
-            # Only a version that proved itself after the LKG moves up: under a steady split the
-            # LKG does not go back and forth.
-            proven = self._proved_after is None or self._proved_after(model, version, lkg)
-            if now - since >= rules.sustained_s and proven and self._promote is not None:
-                self._healthy_since.pop(key, None)
-                logger.info(
-                    "model %r: version %r held its guardrails for %.0f s; promoting it",
-                    model,
-                    version,
-                    now - since,
-                )
-                self._promote(model, version)
+            self._record("dismiss", proposal.model, proposal.version, by="timeout", reason=reason)
+
+    def _record(self, action: str, model: str, version: str | None, **fields: str) -> None:
+        sink = self.actions
+        if sink is None:
+            return
+        try:
+            sink.action(action, model, version, by=fields["by"], reason=fields["reason"])
+        except Exception:
+            logger.exception("recording the %s of model %r failed", action, model)
 
     def rollback_versions(
         self,
@@ -262,12 +260,13 @@ class Supervisor:
         *,
         reason: str,
         demote: Callable[[str, str], str],
+        by: str = "operator",
     ) -> list[str]:
         """Roll back ``version`` (default: every non-LKG version with traffic) of ``model``.
 
         A rolled-back LKG is first demoted (``demote`` returns the LKG after it), so the
         previous proven version serves; an LKG with nothing proven before it cannot be rolled
-        back (``ValueError``).
+        back (:class:`InvalidActionError`, a ``ValueError``).
         """
         lkg = self._lkg(model)
         versions = (
@@ -277,11 +276,13 @@ class Supervisor:
         )
         for chosen in versions:
             if chosen == self._lkg(model) and demote(model, chosen) == chosen:
-                raise ValueError(
+                raise InvalidActionError(
                     f"model {model!r}: cannot roll back {chosen!r}: it is the last known good "
-                    "version and no other version has proven itself"
+                    "version and no other version has proven itself",
+                    model=model,
+                    version=chosen,
                 )
-            self.rollback(model, chosen, reason=reason)
+            self.rollback(model, chosen, reason=reason, by=by)
         return versions
 
     def breaches(self, model: str, version: str | None = None) -> list[Breach]:
@@ -295,14 +296,24 @@ class Supervisor:
             ]
 
     def rollback(
-        self, model: str, version: str, *, reason: str, breach: Breach | None = None
+        self,
+        model: str,
+        version: str,
+        *,
+        reason: str,
+        breach: Breach | None = None,
+        by: str = "guardrails",
     ) -> None:
         """Pin ``model`` away from ``version`` and, with an actuator, roll back at the source."""
         lkg = self._lkg(model)
         with self._lock:
             self._rolled_back[model] = self.rolled_back(model) | {version}
+        self.proposals.take(model, version)
         logger.error("model %r: rolled back from %r to %r: %s", model, version, lkg, reason)
+        self._record("rollback", model, version, by=by, reason=reason)
         self._emit(RolledBack(model, version, lkg, reason, breach))
+        if breach is not None:
+            self.impact.watch(breach, lkg)
         if self._actuator is not None:
             threading.Thread(
                 target=self._actuate,
@@ -312,7 +323,12 @@ class Supervisor:
             ).start()
 
     def release(
-        self, model: str, versions: Iterable[str] | None = None, *, forget: bool = True
+        self,
+        model: str,
+        versions: Iterable[str] | None = None,
+        *,
+        forget: bool = True,
+        by: str = "operator",
     ) -> list[str]:
         """Lift rollbacks of ``model`` (all, or ``versions``).
 
@@ -333,10 +349,14 @@ class Supervisor:
                 for version in chosen:
                     self._fired.pop((model, version), None)
         if forget:
+            self.proposals.forget(model, None if versions is None else chosen)
             for version in chosen:
                 self.guardrails.reset(model, version)
                 self.metrics.reset(model, version)
-        return sorted(chosen & current)
+        released = sorted(chosen & current)
+        for version in released:
+            self._record("release", model, version, by=by if forget else "flag", reason="")
+        return released
 
     def snapshot(self, model: str) -> dict[str, VersionMetrics]:
         """Metrics of ``model`` per version, over the window."""
@@ -358,8 +378,19 @@ class Supervisor:
             f"{rules} over {breach.window_s:g} s ({breach.requests} requests; "
             f"{breach.lkg} had {breach.lkg_requests})"
         )
-        if breach.action == "rollback" and breach.version != self._lkg(breach.model):
+        model_rules = self.guardrails.rules.get(breach.model)
+        candidate = breach.version != self._lkg(breach.model)
+        if breach.action == "rollback" and candidate:
             self.rollback(breach.model, breach.version, reason=rule_text, breach=breach)
+        elif breach.action == "confirm" and candidate and model_rules is not None:
+            if self.proposals.propose(breach, model_rules):
+                logger.error(
+                    "model %r version %r: guardrail fired (%s); rollback proposed, waiting for "
+                    "confirm_rollback() or dismiss()",
+                    breach.model,
+                    breach.version,
+                    rule_text,
+                )
         else:
             logger.error(
                 "model %r version %r: guardrail fired: %s", breach.model, breach.version, rule_text
@@ -387,27 +418,3 @@ class Supervisor:
                 self.check()
             except Exception:
                 logger.exception("guardrail check failed")
-
-
-def release_moved_rollbacks(
-    supervisor: Supervisor,
-    model: str,
-    contexts: Iterable[object],
-    selects: Callable[[str, Any], str | None],
-) -> list[str]:
-    """Lift rollbacks of versions the flag no longer selects for any of ``contexts``.
-
-    Called after a flag change with the model's recent evaluation contexts; ``selects`` answers
-    which version the flag picks for one of them now.
-    """
-    rolled_back = supervisor.rolled_back(model)
-    if not rolled_back:
-        return []
-    selected = {selects(model, context) for context in contexts}
-    moved = [version for version in rolled_back if version not in selected]
-    if not moved:
-        return []
-    released = supervisor.release(model, moved, forget=False)
-    if released:
-        logger.info("model %r: flag no longer selects %s; rollback lifted", model, released)
-    return released

@@ -53,6 +53,16 @@ _quote = json.encoder.encode_basestring_ascii  # the C escaper behind json.dumps
 _BATCH = 1024  # lines written between two looks at the queue, at most
 
 
+class _Action:
+    """An action to write (see :meth:`DecisionLog.action`)."""
+
+    __slots__ = ("fields", "stamp")
+
+    def __init__(self, stamp: float, fields: dict[str, object]) -> None:
+        self.stamp = stamp
+        self.fields = fields
+
+
 class _Marker:
     """Queued by flush(); set once every line queued before it is written."""
 
@@ -163,6 +173,34 @@ class DecisionLog:
             with self._counts_lock:
                 self._dropped += 1
 
+    def action(
+        self,
+        action: str,
+        model: str,
+        version: str | None,
+        *,
+        by: str,
+        reason: str,
+        **detail: str | float | int | None,
+    ) -> None:
+        """Record what a person (or the guardrails) did: a rollback, a release, a confirmed or
+        dismissed proposal, with who did it and why. Actions are never sampled; like decisions,
+        recording never blocks or raises, and an action that cannot be queued is counted."""
+        try:
+            if self._closed:
+                with self._counts_lock:
+                    self._dropped += 1
+                logger.error(
+                    "decision log %s closed: action %s of %r lost", self.path, action, model
+                )
+                return
+            record = {"action": action, "model": model, "version": version, "by": by}
+            self._queue.put(_Action(self._clock(), {**record, "reason": reason, **detail}))
+        except Exception:
+            logger.exception("action %s of model %r not recorded", action, model)
+            with self._counts_lock:
+                self._dropped += 1
+
     def hash_key(self, targeting_key: str) -> str:
         """The ``key`` this log writes for ``targeting_key`` (to find one user's decisions)."""
         hasher = self._hasher.copy()
@@ -246,6 +284,10 @@ class DecisionLog:
                         break
                     if isinstance(item, _Marker):
                         markers.append(item)
+                    elif isinstance(item, _Action):
+                        line = self._action_line(item)
+                        if line is not None:
+                            batch.append(line)
                     else:
                         line = self._line(cast(_Decision, item))
                         if line is not None:
@@ -264,6 +306,24 @@ class DecisionLog:
                     return
         finally:
             self._close_file()
+
+    def _stamp(self, stamp: float) -> str:
+        second = int(stamp // 1)
+        if second != self._stamp_second:
+            self._stamp_second = second
+            self._stamp_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        micros = min(999_999, round((stamp - second) * 1e6))
+        return f"{self._stamp_text}.{micros:06d}Z"
+
+    def _action_line(self, item: _Action) -> bytes | None:
+        try:
+            fields = {"time": self._stamp(item.stamp), **item.fields}
+            return (json.dumps(fields, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+        except Exception:
+            logger.exception("decision log %s: cannot format an action; dropped", self.path)
+            with self._counts_lock:
+                self._dropped += 1
+            return None
 
     def _line(self, decision: _Decision) -> bytes | None:
         try:

@@ -13,6 +13,10 @@ what happened::
     GuardrailBreached      a guardrail rule held broken long enough to act on (the evidence)
     VersionRolledBack      a version was pinned away; the last known good version serves
     GuardrailAlerted       a guardrail whose action is "alert" fired; nothing was changed
+    RollbackProposed       a guardrail whose action is "confirm" fired: a person decides
+    RollbackDismissed      a person (or the confirmation timeout) kept a proposed version serving
+    RollbackVerified       after a rollback, the breached figure is back at the LKG's level
+    RollbackIneffective    after a rollback, the regression persists on the LKG too
     ActuatorFailed         changing a flag at its source failed; the local decision stands
 
 The names of earlier releases (``Loaded``, ``LoadFailed``, ``FellBack``, ``Quarantined``,
@@ -54,6 +58,10 @@ __all__ = [
     "PrewarmCompleted",
     "Prewarmed",
     "Quarantined",
+    "RollbackDismissed",
+    "RollbackIneffective",
+    "RollbackProposed",
+    "RollbackVerified",
     "RolledBack",
     "ShadowCompared",
     "ShadowResult",
@@ -195,6 +203,63 @@ class GuardrailAlerted:
 
 
 @dataclass(frozen=True, slots=True)
+class RollbackProposed:
+    """A breach of ``version`` asks a person to confirm or dismiss its rollback.
+
+    ``proposed_at`` and ``expires_at`` are clock seconds (``expires_at`` is ``None`` without a
+    ``confirm_timeout_s``); ``on_timeout`` is what happens then (``"rollback"`` or ``"keep"``).
+    """
+
+    model: str
+    version: str
+    lkg: str
+    breach: GuardrailBreached
+    proposed_at: float
+    expires_at: float | None
+    on_timeout: str
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackDismissed:
+    """A proposed rollback was dismissed: ``version`` keeps serving. ``by`` is who decided
+    (``"timeout"`` when nobody did in time)."""
+
+    model: str
+    version: str
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackVerified:
+    """After ``version`` was rolled back, the served version's ``rule`` figure is back at the
+    LKG's level: ``before`` is the LKG's figure when the breach fired, ``after`` its figure since
+    the rollback (``requests`` calls)."""
+
+    model: str
+    version: str
+    lkg: str
+    rule: str
+    before: float | None
+    after: float | None
+    requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackIneffective:
+    """After ``version`` was rolled back, the regression persists on the LKG too: the cause is
+    probably not the version (infrastructure, data). Fields as :class:`RollbackVerified`."""
+
+    model: str
+    version: str
+    lkg: str
+    rule: str
+    before: float | None
+    after: float | None
+    requests: int
+
+
+@dataclass(frozen=True, slots=True)
 class ActuatorFailed:
     """The rollback at the flag's source failed; the local rollback stands."""
 
@@ -215,6 +280,10 @@ Event: TypeAlias = (
     | GuardrailBreached
     | VersionRolledBack
     | GuardrailAlerted
+    | RollbackProposed
+    | RollbackDismissed
+    | RollbackVerified
+    | RollbackIneffective
     | ActuatorFailed
 )
 """Every event modelflags emits."""

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["FlagSourceStatus", "ModelStatus", "QuarantineStatus", "model_status"]
+__all__ = [
+    "FlagSourceStatus",
+    "ModelStatus",
+    "ProposalStatus",
+    "QuarantineStatus",
+    "RuleState",
+    "model_status",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,50 @@ class FlagSourceStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleState:
+    """The live state of one guardrail rule for one candidate version, against the LKG.
+
+    ``rule`` names the rule (``"max_outcome_drop"``, ...; ``metric`` the outcome it watches, when
+    it watches one). ``estimate`` is the candidate's figure in the rule's units and ``lower`` /
+    ``upper`` the confidence interval so far (``None`` for rules judged on a point estimate);
+    ``limit`` is the tolerance or threshold it is judged against and ``lkg_estimate`` the LKG's
+    figure. ``alpha`` is the share of the model's false-alarm budget this rule has; ``method``
+    names the statistics. ``verdict`` is ``"holding"``, ``"breaching"``, ``"fired"`` or
+    ``"waiting"`` (not enough data yet); ``candidate_n`` and ``baseline_n`` count the
+    observations on each side.
+    """
+
+    rule: str
+    version: str
+    lkg: str
+    verdict: str
+    estimate: float | None
+    lower: float | None
+    upper: float | None
+    limit: float | None
+    lkg_estimate: float | None
+    candidate_n: int
+    baseline_n: int
+    alpha: float | None = None
+    method: str = ""
+    metric: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalStatus:
+    """A rollback waiting for a person: which version, the rule that breached, and what happens
+    if nobody decides (``expires_in_s`` is ``None`` without a timeout)."""
+
+    version: str
+    lkg: str
+    rule: str
+    observed: float
+    threshold: float
+    expires_in_s: float | None
+    on_timeout: str
+
+
+@dataclass(frozen=True, slots=True)
 class ModelStatus:
     """One model: its flag, LKG and default, what is loaded (bytes), pinned, quarantined, and
     rolled back by a guardrail or by hand; how its flag and flag source are doing; and how
@@ -57,6 +108,8 @@ class ModelStatus:
     flag_errors: int
     last_flag_error: str | None
     rolled_back: tuple[str, ...] = ()
+    guardrails: tuple[RuleState, ...] = ()
+    proposals: tuple[ProposalStatus, ...] = ()
     flag_source: FlagSourceStatus | None = None
     extension_errors: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -72,6 +125,8 @@ def model_status(
     quarantined: Iterable[tuple[str, str, int, float]],
     flag_errors: tuple[int, str | None],
     rolled_back: Iterable[str] = (),
+    guardrails: Iterable[RuleState] = (),
+    proposals: Iterable[ProposalStatus] = (),
     flag_source: FlagSourceStatus | None = None,
     extension_errors: Mapping[str, int] | None = None,
     extra: Mapping[str, Any] | None = None,
@@ -102,6 +157,8 @@ def model_status(
         flag_errors=flag_errors[0],
         last_flag_error=flag_errors[1],
         rolled_back=tuple(sorted(rolled_back)),
+        guardrails=tuple(guardrails),
+        proposals=tuple(proposals),
         flag_source=flag_source,
         extension_errors=MappingProxyType(dict(extension_errors or {})),
         extra=MappingProxyType(dict(extra or {})),
