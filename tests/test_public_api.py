@@ -49,6 +49,8 @@ EXPECTED = {
     "configure",
     "get_model",
     "load_registry",
+    "promote",
+    "register",
     "shutdown",
 }
 

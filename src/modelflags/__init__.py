@@ -28,7 +28,7 @@ from modelflags.errors import (
     RegistryError,
     VersionLoadError,
 )
-from modelflags.registry import ModelSpec, Registry, VersionSpec, load_registry
+from modelflags.registry import ModelSpec, Registry, VersionSpec, load_registry, promote, register
 from modelflags.registry.guardrails import GuardrailRules
 from modelflags.rollout.metrics import VersionMetrics
 from modelflags.serving.handle import ServedModel
@@ -93,6 +93,8 @@ __all__ = [
     "configure",
     "get_model",
     "load_registry",
+    "promote",
+    "register",
     "shutdown",
 ]
 
