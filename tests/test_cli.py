@@ -394,6 +394,7 @@ def test_every_command_has_help_and_exits_0(
 
 
 def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--version`` names the installed package's version."""
     import modelflags
 
     assert main(["--version"]) == 0
