@@ -22,12 +22,22 @@ import subprocess
 import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from modelflags.registry.records import DvcEntry, Environment, GitState, canonical_name
+from modelflags.errors import RegistryError
+from modelflags.registry.records import (
+    DataFile,
+    DvcEntry,
+    Environment,
+    GitState,
+    Lineage,
+    canonical_name,
+)
 
 __all__ = [
+    "collect_lineage",
     "dvc_entries",
     "estimator_class",
     "estimator_params",
@@ -46,6 +56,7 @@ _GIT_TIMEOUT = 10.0
 _REQUIREMENT = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 #: Libraries each loader needs whatever the artifact holds.
 _LOADER_LIBRARIES = {"joblib": ("joblib",), "skops": ("skops",)}
+_LOADER_BY_SUFFIX = {".joblib": "joblib", ".skops": "skops"}
 
 
 def file_digest(path: str | os.PathLike[str]) -> tuple[str, int]:
@@ -275,3 +286,97 @@ def dvc_entries(lock_file: Path) -> tuple[DvcEntry, ...]:
                         )
                     )
     return tuple(entries)
+
+
+# -- lineage -----------------------------------------------------------------------------------
+
+
+def collect_lineage(
+    artifact: Path,
+    *,
+    estimator: object,
+    loader: str | None,
+    metrics: Mapping[str, float],
+    params: Mapping[str, Any],
+    data: list[Path],
+    libraries: Iterable[str],
+    folder: Path,
+    user: str,
+    at: datetime,
+    where: str,
+    model: str,
+) -> Lineage:
+    """The lineage of ``artifact`` read from this machine (see ``modelflags.register``).
+
+    Raises :class:`RegistryError` for a metric that is not a number or a missing data file.
+    """
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise RegistryError(
+                f"{where}: metric {name!r} must be a number, not {value!r}",
+                file=where,
+                model=model,
+                field=f"lineage.metrics.{name}",
+            )
+    files = []
+    for item in data:
+        if not item.is_file():
+            raise RegistryError(
+                f"{where}: data file not found: {item}",
+                file=where,
+                model=model,
+                field="lineage.data",
+            )
+        digest, size = file_digest(item)
+        files.append(DataFile(path=item.as_posix(), sha256=digest, size=size))
+    modules = [name.rpartition(".")[0] for name in pickle_globals(artifact)]
+    recorded_params: dict[str, Any] = {}
+    estimator_name = None
+    if estimator is not None:
+        estimator_name = estimator_class(estimator)
+        modules.append(type(estimator).__module__)
+        recorded_params = estimator_params(estimator)
+        modules += [_module_of(value) for value in _nested(estimator)]
+    recorded_params.update({str(k): plain_value(v) for k, v in params.items()})
+    loader_name = loader or _LOADER_BY_SUFFIX.get(artifact.suffix.lower())
+    names = libraries_for([m for m in modules if m], loader=loader_name, extra=libraries)
+    dvc = _dvc(folder / "dvc.lock")
+    return Lineage(
+        registered_at=at,
+        registered_by=user,
+        git=git_state(folder),
+        environment=running_environment(names),
+        estimator=estimator_name,
+        params=recorded_params,
+        metrics={str(k): float(v) for k, v in metrics.items()},
+        data=tuple(files),
+        dvc=dvc,
+    )
+
+
+def _nested(estimator: object) -> list[object]:
+    """Objects among ``get_params(deep=True)`` (a pipeline's steps), for their libraries."""
+    get_params = getattr(estimator, "get_params", None)
+    try:
+        values = get_params(deep=True).values() if callable(get_params) else ()
+    except Exception:  # a third-party estimator's own bug must not stop a registration
+        return []
+    return [value for value in values if hasattr(value, "get_params")]
+
+
+def _module_of(value: object) -> str:
+    return type(value).__module__
+
+
+def _dvc(lock_file: Path) -> tuple[Any, ...]:
+    if not lock_file.is_file():
+        return ()
+    try:
+        return dvc_entries(lock_file)
+    except ImportError:
+        logger.warning(
+            "%s: not recorded, reading it needs PyYAML (pip install 'modelflags[yaml]')", lock_file
+        )
+    except Exception as exc:  # a dvc.lock we cannot read must not stop a registration
+        logger.warning("%s: not recorded, cannot read it: %s", lock_file, exc)
+    return ()

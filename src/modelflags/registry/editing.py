@@ -20,16 +20,17 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from modelflags.errors import RegistryError
 from modelflags.registry.files import parse_registry_text, read_registry_text
+from modelflags.registry.records import Stage
 from modelflags.registry.schema import Registry
 
-__all__ = ["Edit", "edit_registry"]
+__all__ = ["Edit", "add_version", "edit_registry", "plain", "set_stage"]
 
 T = TypeVar("T")
 _INDENT = re.compile(r"\n([ \t]+)\S")
@@ -181,3 +182,98 @@ def _replace(target: Path, text: str) -> None:
             os.fsync(folder_fd)
         finally:
             os.close(folder_fd)
+
+
+def plain(value: Any) -> Any:
+    """A dump of records as dicts, lists and scalars (tuples become lists, empty ones left out:
+    TOML has no null, and an empty ``params = {}`` says nothing)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items() if not _empty(v)}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    return value
+
+
+def _empty(value: Any) -> bool:
+    return isinstance(value, Mapping | list | tuple) and not value
+
+
+# -- writing a version into the document ------------------------------------------------------
+
+
+def add_version(
+    edit: Edit, model: str, version: str, entry: dict[str, Any], *, new_model: bool
+) -> None:
+    models = _child(edit, edit.document, "models")
+    if new_model:
+        table = _child(edit, models, model)
+        table["default_version"] = version
+    table = models[model]
+    versions = _child(edit, table, "versions")
+    versions[version] = _toml(entry) if edit.toml and _is_table(versions) else entry
+
+
+def set_stage(edit: Edit, model: str, version: str, stage: Stage, record: dict[str, Any]) -> None:
+    table = edit.document["models"][model]["versions"][version]
+    table["stage"] = stage
+    history = table.get("history")
+    if history is None:
+        table["history"] = _toml([record]) if edit.toml and _is_table(table) else [record]
+    else:
+        history.append(_toml(record) if edit.toml and _is_table(table) else record)
+
+
+def _child(edit: Edit, parent: MutableMapping[str, Any], key: str) -> MutableMapping[str, Any]:
+    if key not in parent:
+        if edit.toml and _is_table(parent):
+            import tomlkit
+
+            parent[key] = tomlkit.table(is_super_table=True)
+        else:
+            parent[key] = {}
+    child: MutableMapping[str, Any] = parent[key]
+    return child
+
+
+def _is_table(value: object) -> bool:
+    """True for a TOML document or ``[table]``; False for an inline table (or JSON)."""
+    from tomlkit.items import InlineTable
+
+    return not isinstance(value, InlineTable)
+
+
+def _toml(value: Any, *, inline: bool = True) -> Any:
+    """Plain data as tomlkit items: a small flat table inline, larger ones as ``[tables]``,
+    lists of tables as ``[[arrays of tables]]``, a blank line after each table without tables."""
+    import tomlkit
+
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        array = tomlkit.aot()
+        for item in value:
+            array.append(_toml(item, inline=False))
+        return array
+    if not isinstance(value, dict):
+        return value
+    flat = not any(isinstance(item, dict | list) for item in value.values())
+    if inline and value and flat and len(value) <= 4:
+        small = tomlkit.inline_table()
+        small.update(value)
+        return small
+    table = tomlkit.table()
+    items = [(key, _toml(item)) for key, item in value.items()]
+    for key, item in sorted(items, key=lambda pair: _rank(pair[1])):
+        table[key] = item
+    if not any(_rank(item) >= 2 for _, item in items):
+        table.add(tomlkit.nl())
+    return table
+
+
+def _rank(item: Any) -> int:
+    """Scalars and inline tables first, then tables, then arrays of tables (TOML's order)."""
+    from tomlkit.items import AoT, Table
+
+    if isinstance(item, AoT):
+        return 3
+    if isinstance(item, Table):
+        return 2
+    return 1

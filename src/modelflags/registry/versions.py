@@ -12,34 +12,22 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from modelflags.errors import ArtifactNotFoundError, RegistryError
-from modelflags.registry.capture import (
-    dvc_entries,
-    estimator_class,
-    estimator_params,
-    file_digest,
-    git_state,
-    libraries_for,
-    pickle_globals,
-    plain_value,
-    running_environment,
-)
-from modelflags.registry.editing import Edit, edit_registry
+from modelflags.registry.capture import collect_lineage, file_digest
+from modelflags.registry.editing import Edit, add_version, edit_registry, plain, set_stage
 from modelflags.registry.messages import suggest
-from modelflags.registry.records import STAGES, DataFile, HistoryEntry, Lineage, Stage
+from modelflags.registry.records import STAGES, HistoryEntry, Lineage, Stage
 from modelflags.registry.schema import check_id
 
 __all__ = ["Promoted", "Registered", "current_user", "promote", "register"]
 
 logger = logging.getLogger(__name__)
-
-_PICKLE_SUFFIXES = {".joblib": "joblib", ".skops": "skops"}
 
 
 @dataclass(frozen=True)
@@ -138,7 +126,7 @@ def register(
     folder = Path(source_dir) if source_dir is not None else Path.cwd()
     who = user or current_user()
     at = clock().astimezone(UTC).replace(microsecond=0)
-    lineage = _lineage(
+    lineage = collect_lineage(
         path,
         estimator=estimator,
         loader=loader,
@@ -158,8 +146,8 @@ def register(
     if loader is not None:
         entry["loader"] = loader
     entry["stage"] = chosen
-    entry["lineage"] = _plain(lineage.model_dump(exclude_none=True))
-    entry["history"] = [_plain(first.model_dump(exclude_none=True))]
+    entry["lineage"] = plain(lineage.model_dump(exclude_none=True))
+    entry["history"] = [plain(first.model_dump(exclude_none=True))]
 
     def change(edit: Edit) -> Registered:
         spec = edit.registry.models.get(model)
@@ -208,7 +196,7 @@ def register(
                 model=model,
                 field=f"versions.{version}.stage",
             )
-        _add_version(edit, model, version, entry, new_model=spec is None)
+        add_version(edit, model, version, entry, new_model=spec is None)
         if same:
             logger.warning(
                 "%s: model %r version %r has the same bytes as %s",
@@ -290,7 +278,7 @@ def promote(
         who = approver or current_user()
         at = clock().astimezone(UTC).replace(microsecond=0)
         record = HistoryEntry(stage=target, previous=current.stage, at=at, by=who, reason=reason)
-        _set_stage(edit, model, version, target, _plain(record.model_dump(exclude_none=True)))
+        set_stage(edit, model, version, target, plain(record.model_dump(exclude_none=True)))
         return Promoted(where, model, version, current.stage, target, who, at, reason)
 
     return edit_registry(registry, change, lock_timeout=lock_timeout)
@@ -322,96 +310,6 @@ def _check_stage(stage: str, where: str, model: str) -> Stage:
     )
 
 
-# -- lineage -----------------------------------------------------------------------------------
-
-
-def _lineage(
-    artifact: Path,
-    *,
-    estimator: object,
-    loader: str | None,
-    metrics: Mapping[str, float],
-    params: Mapping[str, Any],
-    data: list[Path],
-    libraries: Iterable[str],
-    folder: Path,
-    user: str,
-    at: datetime,
-    where: str,
-    model: str,
-) -> Lineage:
-    for name, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            raise RegistryError(
-                f"{where}: metric {name!r} must be a number, not {value!r}",
-                file=where,
-                model=model,
-                field=f"lineage.metrics.{name}",
-            )
-    files = []
-    for item in data:
-        if not item.is_file():
-            raise RegistryError(
-                f"{where}: data file not found: {item}",
-                file=where,
-                model=model,
-                field="lineage.data",
-            )
-        digest, size = file_digest(item)
-        files.append(DataFile(path=item.as_posix(), sha256=digest, size=size))
-    modules = [name.rpartition(".")[0] for name in pickle_globals(artifact)]
-    recorded_params: dict[str, Any] = {}
-    estimator_name = None
-    if estimator is not None:
-        estimator_name = estimator_class(estimator)
-        modules.append(type(estimator).__module__)
-        recorded_params = estimator_params(estimator)
-        modules += [_module_of(value) for value in _nested(estimator)]
-    recorded_params.update({str(k): plain_value(v) for k, v in params.items()})
-    loader_name = loader or _PICKLE_SUFFIXES.get(artifact.suffix.lower())
-    names = libraries_for([m for m in modules if m], loader=loader_name, extra=libraries)
-    dvc = _dvc(folder / "dvc.lock")
-    return Lineage(
-        registered_at=at,
-        registered_by=user,
-        git=git_state(folder),
-        environment=running_environment(names),
-        estimator=estimator_name,
-        params=recorded_params,
-        metrics={str(k): float(v) for k, v in metrics.items()},
-        data=tuple(files),
-        dvc=dvc,
-    )
-
-
-def _nested(estimator: object) -> list[object]:
-    """Objects among ``get_params(deep=True)`` (a pipeline's steps), for their libraries."""
-    get_params = getattr(estimator, "get_params", None)
-    try:
-        values = get_params(deep=True).values() if callable(get_params) else ()
-    except Exception:  # a third-party estimator's own bug must not stop a registration
-        return []
-    return [value for value in values if hasattr(value, "get_params")]
-
-
-def _module_of(value: object) -> str:
-    return type(value).__module__
-
-
-def _dvc(lock_file: Path) -> tuple[Any, ...]:
-    if not lock_file.is_file():
-        return ()
-    try:
-        return dvc_entries(lock_file)
-    except ImportError:
-        logger.warning(
-            "%s: not recorded, reading it needs PyYAML (pip install 'modelflags[yaml]')", lock_file
-        )
-    except Exception as exc:  # a dvc.lock we cannot read must not stop a registration
-        logger.warning("%s: not recorded, cannot read it: %s", lock_file, exc)
-    return ()
-
-
 def _relative_uri(artifact: Path, registry: Path) -> str:
     """The artifact's path relative to the registry's folder when inside it, else absolute."""
     folder = registry.parent.resolve()
@@ -420,98 +318,3 @@ def _relative_uri(artifact: Path, registry: Path) -> str:
         return resolved.relative_to(folder).as_posix()
     except ValueError:
         return resolved.as_posix()
-
-
-def _plain(value: Any) -> Any:
-    """A dump of records as dicts, lists and scalars (tuples become lists, empty ones left out:
-    TOML has no null, and an empty ``params = {}`` says nothing)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items() if not _empty(v)}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _empty(value: Any) -> bool:
-    return isinstance(value, Mapping | list | tuple) and not value
-
-
-# -- writing into the document -----------------------------------------------------------------
-
-
-def _add_version(
-    edit: Edit, model: str, version: str, entry: dict[str, Any], *, new_model: bool
-) -> None:
-    models = _child(edit, edit.document, "models")
-    if new_model:
-        table = _child(edit, models, model)
-        table["default_version"] = version
-    table = models[model]
-    versions = _child(edit, table, "versions")
-    versions[version] = _toml(entry) if edit.toml and _is_table(versions) else entry
-
-
-def _set_stage(edit: Edit, model: str, version: str, stage: Stage, record: dict[str, Any]) -> None:
-    table = edit.document["models"][model]["versions"][version]
-    table["stage"] = stage
-    history = table.get("history")
-    if history is None:
-        table["history"] = _toml([record]) if edit.toml and _is_table(table) else [record]
-    else:
-        history.append(_toml(record) if edit.toml and _is_table(table) else record)
-
-
-def _child(edit: Edit, parent: MutableMapping[str, Any], key: str) -> MutableMapping[str, Any]:
-    if key not in parent:
-        if edit.toml and _is_table(parent):
-            import tomlkit
-
-            parent[key] = tomlkit.table(is_super_table=True)
-        else:
-            parent[key] = {}
-    child: MutableMapping[str, Any] = parent[key]
-    return child
-
-
-def _is_table(value: object) -> bool:
-    """True for a TOML document or ``[table]``; False for an inline table (or JSON)."""
-    from tomlkit.items import InlineTable
-
-    return not isinstance(value, InlineTable)
-
-
-def _toml(value: Any, *, inline: bool = True) -> Any:
-    """Plain data as tomlkit items: a small flat table inline, larger ones as ``[tables]``,
-    lists of tables as ``[[arrays of tables]]``, a blank line after each table without tables."""
-    import tomlkit
-
-    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
-        array = tomlkit.aot()
-        for item in value:
-            array.append(_toml(item, inline=False))
-        return array
-    if not isinstance(value, dict):
-        return value
-    flat = not any(isinstance(item, dict | list) for item in value.values())
-    if inline and value and flat and len(value) <= 4:
-        small = tomlkit.inline_table()
-        small.update(value)
-        return small
-    table = tomlkit.table()
-    items = [(key, _toml(item)) for key, item in value.items()]
-    for key, item in sorted(items, key=lambda pair: _rank(pair[1])):
-        table[key] = item
-    if not any(_rank(item) >= 2 for _, item in items):
-        table.add(tomlkit.nl())
-    return table
-
-
-def _rank(item: Any) -> int:
-    """Scalars and inline tables first, then tables, then arrays of tables (TOML's order)."""
-    from tomlkit.items import AoT, Table
-
-    if isinstance(item, AoT):
-        return 3
-    if isinstance(item, Table):
-        return 2
-    return 1
