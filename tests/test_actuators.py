@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,31 @@ def test_flagd_edit_keeps_other_flags_and_file_keys(flag_path: Path, flagd: Relo
     assert sorted(p.name for p in flag_path.parent.iterdir() if p.suffix == ".tmp") == []
 
 
+@pytest.fixture
+def linked_flag_path(flag_path: Path) -> Path:
+    """``flags.json`` made a relative symbolic link to ``releases/flags-1.json``."""
+    target = flag_path.parent / "releases" / "flags-1.json"
+    target.parent.mkdir()
+    flag_path.replace(target)
+    flag_path.symlink_to(Path("releases") / "flags-1.json")
+    return flag_path
+
+
+def test_flagd_writes_through_a_symlinked_flag_file(linked_flag_path: Path, flagd: Reloads) -> None:
+    """The link stays a link to the same file; that file gets the change and flagd serves it."""
+    target = linked_flag_path.parent / "releases" / "flags-1.json"
+    before = flagd.count
+    FlagdFileActuator(linked_flag_path).set_split("recommender", {"v1": 0, "v2": 100})
+    flagd.wait_beyond(before)
+
+    assert linked_flag_path.is_symlink()
+    assert os.readlink(linked_flag_path) == os.path.join("releases", "flags-1.json")
+    assert json.loads(target.read_text())["flags"]["recommender"]["defaultVariant"] == "v2"
+    assert served("recommender", range(50)) == Counter({"v2": 50})
+    assert sorted(p.name for p in target.parent.iterdir()) == ["flags-1.json", "flags-1.json.lock"]
+    assert sorted(p.name for p in linked_flag_path.parent.iterdir()) == ["flags.json", "releases"]
+
+
 def test_flagd_full_share_is_written_as_the_default_variant(flag_path: Path) -> None:
     """A 100/0 split is written as the plain default, with the 0 % version kept as a variant."""
     FlagdFileActuator(flag_path).set_split("recommender", {"v1": 0, "v2": 100})
@@ -335,6 +361,88 @@ def test_unleash_requests_carry_the_token_and_exact_weights() -> None:
     ]
     assert {v["payload"]["value"] for v in strategy["variants"]} == {"v1", "v2", "v3"}
     assert {v["stickiness"] for v in strategy["variants"]} == {"default"}
+
+
+class RecordingAdmin:
+    """A real HTTP server on 127.0.0.1 that records each request's method and raw path, and
+    answers like an Unleash admin API with one flexibleRollout strategy (id ``s/1``)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+        recorded = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                recorded.append((self.command, self.path))
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                body = b"[]"
+                if self.command == "GET":
+                    body = json.dumps([{"id": "s/1", "name": "flexibleRollout"}]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> RecordingAdmin:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5.0)
+
+
+@pytest.mark.parametrize(
+    ("project", "flag_key", "environment", "escaped"),
+    [
+        (
+            "default",
+            "../../../api/admin/user-admin",
+            "development",
+            "/api/admin/projects/default/features/..%2F..%2F..%2Fapi%2Fadmin%2Fuser-admin"
+            "/environments/development",
+        ),
+        (
+            "default",
+            "..",
+            "development",
+            "/api/admin/projects/default/features/%2E%2E/environments/development",
+        ),
+        (
+            "team a",
+            "rec?x=1#y",
+            "prod/eu",
+            "/api/admin/projects/team%20a/features/rec%3Fx%3D1%23y/environments/prod%2Feu",
+        ),
+    ],
+    ids=["parent segments", "dot segment", "reserved characters"],
+)
+def test_unleash_path_segments_are_escaped(
+    project: str, flag_key: str, environment: str, escaped: str
+) -> None:
+    """Each name is one path segment on the wire: it can never climb to another admin URL."""
+    with (
+        RecordingAdmin() as admin,
+        UnleashActuator(admin.url, "token", project=project, environment=environment) as actuator,
+    ):
+        actuator.rollback(flag_key, to_version="v1", from_version="v2")
+    assert admin.requests == [
+        ("GET", f"{escaped}/strategies"),
+        ("PUT", f"{escaped}/strategies/s%2F1"),
+        ("POST", f"{escaped}/on"),
+    ]
 
 
 def test_unleash_connection_failure_is_an_actuator_error() -> None:

@@ -117,6 +117,57 @@ def test_without_backups_the_file_starts_over(tmp_path: Path) -> None:
     assert read_lines(path)[-1]["requested"] == "v29"
 
 
+def test_a_line_longer_than_max_bytes_is_shortened_and_no_file_passes_the_bound(
+    tmp_path: Path,
+) -> None:
+    """A 5,000-character cause in a 400-byte log is cut to fit, said so in the line, counted."""
+    path = tmp_path / "decisions.jsonl"
+    with DecisionLog(path, max_bytes=400, backups=2, clock=lambda: NOON) as log:
+        log.log("m", "v1", "v1", "STATIC", None, None)
+        log.log("m", "v2", "v1", "FALLBACK", "ValueError: " + "é" * 5_000, "user-1")
+        log.log("m", "v3", "v1", "ERROR", None, None)
+        assert log.flush(5.0)
+        assert (log.truncated, log.dropped, log.written) == (1, 0, 3)
+
+    files = sorted(tmp_path.iterdir())
+    assert all(file.stat().st_size <= 400 for file in files), [f.stat().st_size for f in files]
+    lines = [line for file in files for line in read_lines(file)]
+    long = next(line for line in lines if line["requested"] == "v2")
+    assert long["cause"].startswith("ValueError: ééé")
+    kept = len(long["cause"].split("...[")[0])
+    assert long["cause"].endswith(f"...[{5_012 - kept} more characters]")
+    assert long["key"] == log.hash_key("user-1")
+    assert {line["requested"] for line in lines} == {"v1", "v2", "v3"}
+
+
+def test_every_long_value_is_shortened_when_the_cause_alone_is_not_enough(tmp_path: Path) -> None:
+    """Long version ids and model names are cut too, after the cause."""
+    path = tmp_path / "decisions.jsonl"
+    with DecisionLog(path, max_bytes=300, backups=0) as log:
+        log.log("m" * 1_000, "v" * 1_000, "v1", "ERROR", "x" * 1_000, None)
+        assert log.flush(5.0)
+        assert log.truncated == 1
+
+    assert path.stat().st_size <= 300
+    (line,) = read_lines(path)
+    assert line["cause"] == "...[1000 more characters]"
+    assert line["requested"].endswith("more characters]")
+    assert line["served"] == "v1"
+
+
+def test_a_decision_that_cannot_fit_even_shortened_is_dropped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a bound below the fixed part of a line, the decision is dropped, never written."""
+    path = tmp_path / "decisions.jsonl"
+    with DecisionLog(path, max_bytes=60, backups=0) as log:
+        log.log("m", "v1", "v1", "STATIC", None, None)
+        assert log.flush(5.0)
+        assert (log.dropped, log.written) == (1, 0)
+    assert path.read_bytes() == b""
+    assert "does not fit in max_bytes=60" in caplog.text
+
+
 def test_appends_to_an_existing_file_and_counts_its_size(tmp_path: Path) -> None:
     """A new log goes on after what is there, and rotates when that is already large."""
     path = tmp_path / "decisions.jsonl"

@@ -1,8 +1,9 @@
 """Flag files are valid flagd files: providers/flagd's examples and those the programs write.
 
-Each file is checked against ``providers/flagd/flagd-schema.json`` (jsonschema) and for what the
-schema cannot say (variants named by the default or by targeting exist), then read by the real
-flagd provider in FILE mode, which must serve every flag without an error.
+Each file is checked by ``modelflags validate``'s flag-file checker (the structure the Python
+provider reads, variants named by the default or by targeting exist, variant values are
+registered versions), then read by the real flagd provider in FILE mode, which must serve every
+flag without an error.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from jsonschema import Draft202012Validator
 from openfeature import api
 from openfeature.contrib.provider.flagd import FlagdProvider
 from openfeature.contrib.provider.flagd.config import ResolverType
 from openfeature.evaluation_context import EvaluationContext
 
+from modelflags.cli import flagfile, main
+from modelflags.registry import Registry
+
 ROOT = Path(__file__).resolve().parents[1]
 FLAGD_DIR = ROOT / "providers" / "flagd"
-EXAMPLE_FILES = sorted(p for p in FLAGD_DIR.glob("*.json") if p.name != "flagd-schema.json")
+EXAMPLE_FILES = sorted(FLAGD_DIR.glob("*.json"))
 #: Programs whose flag-file writers are checked (a module with ``write_flags``/``write_flag_file``).
 WRITER_SOURCES = [
     *sorted((ROOT / "examples").glob("*.py")),
@@ -35,6 +38,18 @@ WRITER_SOURCES = [
 ]
 WRITER_NAMES = ("write_flags", "write_flag_file")
 VERSIONS = {"v1", "v2", "v3"}
+
+
+def registry(versions: set[str]) -> Registry:
+    """A registry whose ``recommender`` (with shadow flag) has ``versions``."""
+    model = {
+        "default_version": "v1",
+        "shadow_flag": "recommender.shadow",
+        "versions": {version: {"uri": f"/m/{version}.joblib"} for version in sorted(versions)},
+    }
+    return Registry.from_mapping({"models": {"recommender": model}})
+
+
 CONTEXTS = [
     EvaluationContext(f"user-{i}", {"plan": plan, "email": email, "account": f"acct-{i % 7}"})
     for i, (plan, email) in enumerate(
@@ -53,9 +68,6 @@ def load_module(path: Path, name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-validate = load_module(FLAGD_DIR / "validate.py", "modelflags_flagd_validate")
 
 
 @pytest.fixture
@@ -87,11 +99,6 @@ def assert_flagd_serves_every_flag(client: Any, document: dict[str, Any]) -> Non
             assert details.value in allowed, (key, details.value)
 
 
-def test_the_schema_is_a_valid_json_schema() -> None:
-    """flagd-schema.json is a well-formed draft 2020-12 schema."""
-    Draft202012Validator.check_schema(validate.schema())
-
-
 def test_the_examples_cover_a_canary_targeting_and_a_rollback() -> None:
     """providers/flagd ships the three example flag files its README describes."""
     assert {p.name for p in EXAMPLE_FILES} >= {"canary.json", "targeting.json", "rollback.json"}
@@ -100,7 +107,7 @@ def test_the_examples_cover_a_canary_targeting_and_a_rollback() -> None:
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.name)
 def test_example_flag_file_is_valid_and_flagd_serves_it(path: Path, served: Any) -> None:
     """Each example passes the schema and the cross-checks, and flagd serves every flag in it."""
-    assert validate.check_file(path, versions=VERSIONS) == []
+    assert flagfile.check_file(path, registry(VERSIONS)) == []
     document = json.loads(path.read_text())
     assert_flagd_serves_every_flag(served(document), document)
 
@@ -180,7 +187,7 @@ def test_flag_files_written_by_the_programs_are_valid(tmp_path: Path, served: An
         "tests/test_live_rollout.py",
     }
     for label, path in written:
-        assert validate.check_file(path, versions={"v1", "v2", "v3", "v4"}) == [], label
+        assert flagfile.check_file(path, registry({"v1", "v2", "v3", "v4"})) == [], label
     document = json.loads(written[0][1].read_text())
     assert_flagd_serves_every_flag(served(document), document)
 
@@ -188,7 +195,7 @@ def test_flag_files_written_by_the_programs_are_valid(tmp_path: Path, served: An
 @pytest.mark.parametrize(
     ("flag", "problem"),
     [
-        ({"state": "ON", "variants": {"v1": "v1"}}, "'ON' is not one of"),
+        ({"state": "ON", "variants": {"v1": "v1"}}, "'ON' is not one of ENABLED, DISABLED"),
         ({"state": "ENABLED", "variants": {}}, "should be non-empty"),
         ({"state": "ENABLED", "variants": {"v1": "v1"}, "description": "x"}, "description"),
         ({"state": "ENABLED", "variants": {"v1": "v1", "on": True}}, "variants"),
@@ -252,18 +259,22 @@ def test_validation_reports_what_flagd_would_refuse_or_serve_wrongly(
     flag: dict[str, Any], problem: str
 ) -> None:
     """Broken flags are reported with their place, whether flagd refuses them or not."""
-    found = validate.problems({"flags": {"recommender": flag}}, versions=VERSIONS)
+    document = {"flags": {"recommender": flag}}
+    found = flagfile.problems(document) or flagfile.registry_problems(document, registry(VERSIONS))
     assert any(problem in message for message in found), found
 
 
-def test_validate_command_exits_1_on_a_broken_file(tmp_path: Path, capsys: Any) -> None:
-    """``validate.py FILE...`` prints each problem with the file and exits 1, else 0."""
+def test_validate_command_exits_1_on_a_broken_flag_file(tmp_path: Path, capsys: Any) -> None:
+    """``modelflags validate REGISTRY --flags FILE`` lists each problem with its place."""
+    path = tmp_path / "registry.json"
+    model = {"default_version": "v1", "versions": {"v1": {"uri": "v1.joblib"}}}
+    path.write_text(json.dumps({"models": {"m": model}}))
     good = tmp_path / "good.json"
-    good.write_text((FLAGD_DIR / "rollback.json").read_text())
+    good.write_text(json.dumps({"flags": {"m": {"state": "ENABLED", "variants": {"v1": "v1"}}}}))
     bad = tmp_path / "bad.json"
     broken = {"state": "ENABLED", "variants": {"v1": "v1"}, "defaultVariant": "v2"}
     bad.write_text(json.dumps({"flags": {"m": broken}}))
-    assert validate.main([str(good)]) == 0
-    assert validate.main([str(good), str(bad)]) == 1
+    assert main(["validate", str(path), "--offline", "--flags", str(good)]) == 0
+    assert main(["validate", str(path), "--offline", "--flags", str(bad)]) == 1
     out = capsys.readouterr().out
-    assert f"{good}: ok" in out and f"{bad}: flags.m" in out
+    assert f"error: {bad}: flags.m.defaultVariant: 'v2' is not one of its variants" in out

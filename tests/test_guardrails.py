@@ -354,7 +354,11 @@ def test_parses_the_rules_of_a_registry_file(tmp_path: Path) -> None:
         ({"max_error_rate": 1.5}, "guardrails.max_error_rate", "less than or equal to 1"),
         ({"max_error_rate": 0.1, "min_requests": 0}, "guardrails.min_requests", "greater"),
         ({"max_error_rate": 0.1, "action": "panic"}, "guardrails.action", "'rollback'"),
-        ({"max_error_rate": 0.1, "max_errors": 3}, "guardrails.max_errors", "not permitted"),
+        (
+            {"max_error_rate": 0.1, "max_errors": 3},
+            "guardrails.max_errors",
+            "unknown field 'max_errors'",
+        ),
         ({"max_outcome_drop": {"relative": 0.1}}, "guardrails.max_outcome_drop.name", "required"),
         ({"min_requests": 10}, "guardrails", "at least one rule"),
         ({"max_p95_latency_ms": -5}, "guardrails.max_p95_latency_ms", "greater than 0"),

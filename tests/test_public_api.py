@@ -81,6 +81,8 @@ EXPECTED = {
     "configure",
     "get_model",
     "load_registry",
+    "promote",
+    "register",
     "shutdown",
 }
 

@@ -89,8 +89,120 @@ def test_duplicate_json_keys_are_rejected(tmp_path: Path) -> None:
         '{"models": {"m": {"default_version": "v1", "versions": '
         '{"v1": {"uri": "a.joblib"}, "v1": {"uri": "b.joblib"}}}}}'
     )
-    with pytest.raises(RegistryError, match=r"r\.json: duplicate key 'v1'"):
+    with pytest.raises(RegistryError, match=r"r\.json: duplicate key 'v1'") as caught:
         load_registry(write(tmp_path, "r.json", text))
+    assert str(caught.value).endswith("duplicate key 'v1' in models.m.versions")
+    assert caught.value.model == "m"
+    assert caught.value.field == "versions.v1"
+
+
+def test_duplicate_json_keys_at_the_top_are_named_too(tmp_path: Path) -> None:
+    """A key repeated in the top-level object is reported as such."""
+    text = '{"models": {}, "models": {}}'
+    with pytest.raises(RegistryError, match="duplicate key 'models' in the top-level object"):
+        load_registry(write(tmp_path, "r.json", text))
+
+
+def test_a_registry_that_is_not_utf8_names_the_file_and_the_byte(tmp_path: Path) -> None:
+    """Latin-1 bytes are a RegistryError with the byte offset and line, not a UnicodeDecodeError."""
+    path = tmp_path / "registry.toml"
+    path.write_bytes(b'[models.m]\ndefault_version = "v1"\n# caf\xe9\n')
+    with pytest.raises(RegistryError) as caught:
+        load_registry(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not valid UTF-8 at byte 39 (line 3)")
+    assert "\\xe9" in message
+    assert caught.value.file == str(path)
+    assert not isinstance(caught.value.__cause__, RegistryError)
+
+
+@pytest.mark.parametrize(
+    ("key", "needle"),
+    [
+        ("../../api/admin/projects/default", "invalid flag key '../../api"),
+        ("rec\n", "invalid flag key 'rec\\n'"),
+        ("a b", "invalid flag key 'a b'"),
+        ("..", "invalid flag key '..'"),
+        ("team/recommender", "invalid flag key 'team/recommender'"),
+    ],
+)
+def test_flag_keys_follow_the_id_rules(key: str, needle: str) -> None:
+    """flag and shadow_flag are checked like ids: no slashes, dots-only, spaces or newlines."""
+    for field in ("flag", "shadow_flag"):
+        data = {
+            "models": {"m": {field: key, "default_version": "v1", "versions": {"v1": {"uri": "a"}}}}
+        }
+        with pytest.raises(RegistryError) as caught:
+            Registry.from_mapping(data, source="reg.toml")
+        assert needle in str(caught.value)
+        assert caught.value.field == field
+
+
+def test_names_with_a_trailing_newline_are_rejected() -> None:
+    """Ids are matched whole: a trailing newline is not silently accepted."""
+    data = {"models": {"m\n": {"default_version": "v1", "versions": {"v1": {"uri": "a"}}}}}
+    with pytest.raises(RegistryError, match="invalid model name"):
+        Registry.from_mapping(data, source="reg.toml")
+
+
+@pytest.mark.parametrize(
+    ("model", "needle"),
+    [
+        (
+            {"default_version": "v1", "versions": {"v1": {"url": "a.joblib"}}},
+            "field 'versions.v1.url': unknown field 'url' (did you mean 'uri'?)",
+        ),
+        (
+            {"defualt_version": "v1", "versions": {"v1": {"uri": "a"}}},
+            "field 'defualt_version': unknown field 'defualt_version' "
+            "(did you mean 'default_version'?)",
+        ),
+        (
+            {
+                "default_version": "v1",
+                "versions": {"v1": {"uri": "a"}},
+                "guardrails": {"max_eror_rate": 0.1},
+            },
+            "unknown field 'max_eror_rate' (did you mean 'max_error_rate'?)",
+        ),
+        (
+            {
+                "default_version": "v1",
+                "versions": {"v1": {"uri": "a", "lineage": {"metrix": {"auc": 0.9}}}},
+            },
+            "unknown field 'metrix' (did you mean 'metrics'?)",
+        ),
+    ],
+)
+def test_unknown_fields_suggest_the_closest_known_one(
+    model: dict[str, object], needle: str
+) -> None:
+    """A misspelt field is reported with the field that was probably meant."""
+    with pytest.raises(RegistryError) as caught:
+        Registry.from_mapping({"models": {"m": model}}, source="reg.toml")
+    assert needle in str(caught.value)
+
+
+def test_an_unknown_top_level_key_suggests_models() -> None:
+    """The registry's own table gets suggestions too."""
+    with pytest.raises(RegistryError, match=r"unknown field 'model' \(did you mean 'models'\?\)"):
+        Registry.from_mapping({"model": {}}, source="reg.toml")
+
+
+def test_a_misspelt_field_in_a_file_is_reported_by_load_registry(tmp_path: Path) -> None:
+    """The suggestion reaches users of the library (and the command) from a real file."""
+    path = write(
+        tmp_path,
+        "registry.toml",
+        """
+        [models.m]
+        default_version = "v1"
+        [models.m.versions.v1]
+        url = "a.joblib"
+        """,
+    )
+    with pytest.raises(RegistryError, match=r"did you mean 'uri'\?"):
+        load_registry(path)
 
 
 def test_duplicate_toml_tables_are_rejected(tmp_path: Path) -> None:
@@ -117,7 +229,9 @@ def test_duplicate_toml_tables_are_rejected(tmp_path: Path) -> None:
         ({"v1": {"uri": "https://host/a.joblib"}}, "versions.v1", "needs a sha256"),
         ({"v1": {"uri": "https:///a.joblib", "sha256": DIGEST}}, "versions.v1", "no host"),
         ({"v1": {"uri": "a.joblib", "sha256": "xyz"}}, "versions.v1.sha256", "64 hexadecimal"),
-        ({"v1": {"uri": "a.joblib", "colour": "red"}}, "versions.v1.colour", "Extra inputs"),
+        ({"v1": {"uri": "a.joblib", "colour": "red"}}, "versions.v1.colour", "unknown field"),
+        ({"v1\n": {"uri": "a.joblib"}}, "versions", "invalid version id 'v1\\n'"),
+        ({"v1": {"uri": "a.joblib", "stage": "prod"}}, "versions.v1.stage", "'production'"),
         ({}, "versions", "at least one version"),
     ],
 )

@@ -46,6 +46,8 @@ from modelflags.registry import (
     Registry,
     VersionSpec,
     load_registry,
+    promote,
+    register,
 )
 from modelflags.rollout.actuators.base import Actuator
 from modelflags.rollout.metrics import MetricsRecorder, VersionMetrics
@@ -160,6 +162,8 @@ __all__ = [
     "configure",
     "get_model",
     "load_registry",
+    "promote",
+    "register",
     "shutdown",
 ]
 

@@ -1,7 +1,8 @@
 """Reading registry files: TOML, JSON (duplicate keys refused) and YAML (with PyYAML).
 
 Relative artifact paths resolve against the folder of the registry file; every error is a
-:class:`~modelflags.errors.RegistryError` naming the file.
+:class:`~modelflags.errors.RegistryError` naming the file (and, for bytes that are not UTF-8,
+the byte offset and line; for a duplicate JSON key, the table that holds it).
 """
 
 from __future__ import annotations
@@ -16,25 +17,44 @@ from typing import Any
 from modelflags.errors import RegistryError
 from modelflags.registry.schema import Registry
 
-__all__ = ["load_registry"]
+__all__ = ["load_registry", "parse_registry_text", "read_registry_text"]
 
 
 def load_registry(path: str | os.PathLike[str]) -> Registry:
     """Read, validate and resolve a registry file (``.toml``, ``.json``, ``.yaml``/``.yml``)."""
     file = Path(path)
+    data = parse_registry_text(read_registry_text(file), file)
+    return Registry.from_mapping(data, source=str(file), base_dir=file.parent.absolute())
+
+
+def read_registry_text(file: Path) -> str:
+    """The text of a registry file; a missing, unreadable or non-UTF-8 file is a RegistryError."""
     where = str(file)
     try:
-        text = file.read_text(encoding="utf-8")
+        raw = file.read_bytes()
     except FileNotFoundError as exc:
         raise RegistryError(f"{where}: registry file not found", file=where) from exc
     except OSError as exc:
         raise RegistryError(f"{where}: cannot read registry file: {exc}", file=where) from exc
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise RegistryError(
+            f"{where}: not valid UTF-8 at byte {exc.start} (line {line}): "
+            f"{raw[exc.start : exc.end]!r} ({exc.reason}); save the file as UTF-8",
+            file=where,
+        ) from exc
+
+
+def parse_registry_text(text: str, file: Path) -> Mapping[str, Any]:
+    """Parse a registry's text by the file's suffix; the top level must be a table."""
     data = _parse(text, file)
     if not isinstance(data, Mapping):
         raise RegistryError(
-            f"{where}: the registry must be a table/object at top level", file=where
+            f"{file}: the registry must be a table/object at top level", file=str(file)
         )
-    return Registry.from_mapping(data, source=where, base_dir=file.parent.absolute())
+    return data
 
 
 def _parse(text: str, file: Path) -> Any:
@@ -44,7 +64,9 @@ def _parse(text: str, file: Path) -> Any:
         if suffix == ".toml":
             return tomllib.loads(text)
         if suffix == ".json":
-            return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+            document = json.loads(text, object_pairs_hook=_Object.from_pairs)
+            _refuse_duplicates(document, [])
+            return document
         if suffix in {".yaml", ".yml"}:
             try:
                 import yaml
@@ -59,7 +81,14 @@ def _parse(text: str, file: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise RegistryError(f"{where}: invalid JSON: {exc}", file=where) from exc
     except _DuplicateKeyError as exc:
-        raise RegistryError(f"{where}: duplicate key {exc.key!r}", file=where) from exc
+        path = ".".join(exc.path)
+        model = exc.path[1] if len(exc.path) > 1 and exc.path[0] == "models" else None
+        raise RegistryError(
+            f"{where}: duplicate key {exc.key!r} in {path or 'the top-level object'}",
+            file=where,
+            model=model,
+            field=".".join([*exc.path[2:], exc.key]) if model else None,
+        ) from exc
     except RegistryError:
         raise
     except Exception as exc:  # YAML's errors have no common importable base without PyYAML
@@ -70,15 +99,34 @@ def _parse(text: str, file: Path) -> Any:
 
 
 class _DuplicateKeyError(ValueError):
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, path: list[str]) -> None:
         super().__init__(key)
         self.key = key
+        self.path = path
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKeyError(key)
-        result[key] = value
-    return result
+class _Object(dict[str, Any]):
+    """A JSON object that remembers the first key it saw twice (JSON keeps the last silently)."""
+
+    duplicate: str | None = None
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, Any]]) -> _Object:
+        result = cls()
+        for key, value in pairs:
+            if key in result and result.duplicate is None:
+                result.duplicate = key
+            result[key] = value
+        return result
+
+
+def _refuse_duplicates(value: Any, path: list[str]) -> None:
+    """Raise for the first duplicate key, with the path of the object that holds it."""
+    if isinstance(value, _Object):
+        if value.duplicate is not None:
+            raise _DuplicateKeyError(value.duplicate, path)
+        for key, item in value.items():
+            _refuse_duplicates(item, [*path, key])
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_duplicates(item, [*path, str(index)])

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from modelflags.registry.messages import registry_error
+
 __all__ = ["RULES", "GuardrailRules", "OutcomeDrop", "Rule"]
 
 Rule = Literal["max_error_rate", "max_p95_latency_ms", "max_outcome_drop"]
@@ -73,12 +75,10 @@ class GuardrailRules(BaseModel):
         Raises :class:`~modelflags.errors.RegistryError` naming the file, the model and the field
         (``guardrails.<field>``), like every registry error.
         """
-        from modelflags.registry.schema import registry_error
-
         try:
             holder = _Models.model_validate({"models": {model: {"guardrails": data}}})
         except ValidationError as exc:
-            raise registry_error(exc, source) from exc
+            raise registry_error(exc, source, root=_Models) from exc
         return holder.models[model].guardrails
 
 

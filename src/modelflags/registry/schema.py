@@ -2,7 +2,12 @@
 
 A registry never chooses a version (flags do). It is validated with pydantic and frozen.
 Validation errors become :class:`RegistryError` with the file, the model and the field in the
-message. Relative artifact paths resolve against the folder of the registry file.
+message (an unknown field with the closest known one). Relative artifact paths resolve against
+the folder of the registry file.
+
+Model names, version ids and flag keys (``flag``, ``shadow_flag``) use letters, digits and
+``. _ : @ + -``, starting with a letter or digit: no spaces, slashes or control characters, so
+that they can be written into a log line, a file name or a URL path as they are.
 """
 
 from __future__ import annotations
@@ -24,21 +29,35 @@ from pydantic import (
     model_validator,
 )
 
-from modelflags.errors import RegistryError
+from modelflags.registry.compat import CompatPolicy
 from modelflags.registry.guardrails import GuardrailRules
+from modelflags.registry.messages import registry_error
+from modelflags.registry.records import Environment, HistoryEntry, Lineage, Stage
 
-__all__ = ["REMOTE_SCHEMES", "ModelSpec", "Registry", "VersionSpec", "registry_error"]
+__all__ = [
+    "ID_RULES",
+    "REMOTE_SCHEMES",
+    "ModelSpec",
+    "Registry",
+    "VersionSpec",
+    "check_id",
+    "registry_error",
+]
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]*$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]*")
+ID_RULES = "use letters, digits and . _ : @ + - (starting with a letter or digit)"
+"""The rule for model names, version ids and flag keys, as error messages state it."""
 REMOTE_SCHEMES = frozenset({"http", "https", "s3"})
 _SCHEMES = REMOTE_SCHEMES | {"file", ""}
 
 
 class VersionSpec(BaseModel):
-    """One registered version: where its artifact is, its digest, loader and lineage metadata.
+    """One registered version: where its artifact is, its digest, loader, stage and lineage.
 
     ``location`` is the URI made absolute: a local path for files, the URL for remote artifacts.
+    ``stage``, ``history`` and ``lineage`` are described in :mod:`modelflags.registry.records`;
+    ``metadata`` is free-form.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -48,6 +67,9 @@ class VersionSpec(BaseModel):
     loader: str | None = None
     size: int | None = Field(default=None, ge=0)
     headers_env: dict[str, str] = Field(default_factory=dict)
+    stage: Stage = "candidate"
+    history: tuple[HistoryEntry, ...] = ()
+    lineage: Lineage | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     location: str = ""
 
@@ -57,7 +79,7 @@ class VersionSpec(BaseModel):
         if value is None:
             return None
         lowered = value.strip().lower()
-        if not _SHA256.match(lowered):
+        if not _SHA256.fullmatch(lowered):
             raise ValueError("must be 64 hexadecimal characters (a sha256 digest)")
         return lowered
 
@@ -95,9 +117,19 @@ class VersionSpec(BaseModel):
         """True when the artifact must be fetched over the network."""
         return urlsplit(self.location).scheme.lower() in REMOTE_SCHEMES
 
+    @property
+    def environment(self) -> Environment | None:
+        """The Python and library versions recorded at registration, if any."""
+        return self.lineage.environment if self.lineage is not None else None
+
 
 class ModelSpec(BaseModel):
-    """One model: its flag keys, default version and versions."""
+    """One model: its flag keys, default version, versions and policies.
+
+    ``compat`` says what a difference between a version's recorded environment and the running
+    one does (see :mod:`modelflags.registry.compat`); ``require_approval`` makes a promotion to
+    ``production`` need an approver other than the person who registered the version.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -108,6 +140,15 @@ class ModelSpec(BaseModel):
     default_version: str
     versions: dict[str, VersionSpec]
     guardrails: GuardrailRules | None = None
+    compat: CompatPolicy = "default"
+    require_approval: bool = False
+
+    @field_validator("flag", "shadow_flag")
+    @classmethod
+    def _check_flag_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_id(value, "flag key")
+        return value
 
     @field_validator("versions", mode="before")
     @classmethod
@@ -116,7 +157,7 @@ class ModelSpec(BaseModel):
             if not value:
                 raise ValueError("a model needs at least one version")
             for version_id in value:
-                _check_id(version_id, "version id")
+                check_id(version_id, "version id")
         return value
 
     @model_validator(mode="after")
@@ -149,7 +190,7 @@ class Registry(BaseModel):
             return value
         named: dict[str, Any] = {}
         for name, spec in value.items():
-            _check_id(name, "model name")
+            check_id(name, "model name")
             if isinstance(spec, Mapping):
                 spec = {**spec, "name": name}
             named[name] = spec
@@ -172,42 +213,16 @@ class Registry(BaseModel):
         try:
             return cls.model_validate(payload, context={"base_dir": base})
         except ValidationError as exc:
-            raise registry_error(exc, source) from exc
+            raise registry_error(exc, source, root=cls) from exc
 
     def model(self, name: str) -> ModelSpec:
         """The spec of model ``name`` (``KeyError`` when unknown)."""
         return self.models[name]
 
 
-def _check_id(value: str, what: str) -> None:
+def check_id(value: str, what: str) -> None:
+    """Raise ``ValueError`` unless ``value`` follows the rules of names, ids and flag keys."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"empty {what}")
-    if not _ID.match(value):
-        raise ValueError(
-            f"invalid {what} {value!r}: use letters, digits and . _ : @ + - "
-            "(starting with a letter or digit)"
-        )
-
-
-def registry_error(exc: ValidationError, source: str | None) -> RegistryError:
-    """A :class:`RegistryError` naming the file, model and field of each validation error."""
-    lines = []
-    first_model: str | None = None
-    first_field: str | None = None
-    for error in exc.errors():
-        loc = [str(part) for part in error["loc"]]
-        model = loc[1] if len(loc) > 1 and loc[0] == "models" else None
-        field = ".".join(loc[2:]) if model is not None else ".".join(loc)
-        if first_model is None and first_field is None:
-            first_model, first_field = model, field or None
-        message = str(error["msg"]).removeprefix("Value error, ")
-        where = f"model {model!r}" if model else "registry"
-        field_text = f", field {field!r}" if field else ""
-        lines.append(f"{where}{field_text}: {message}")
-    prefix = f"{source}: " if source else ""
-    return RegistryError(
-        prefix + "invalid registry: " + "; ".join(lines),
-        file=source,
-        model=first_model,
-        field=first_field,
-    )
+    if not _ID.fullmatch(value):
+        raise ValueError(f"invalid {what} {value!r}: {ID_RULES}")

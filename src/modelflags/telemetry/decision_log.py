@@ -21,6 +21,12 @@ then). When the queue is full the decision is dropped and
 counted (:attr:`DecisionLog.dropped`). The file rotates by size like logging's
 ``RotatingFileHandler``: ``path`` is renamed ``path.1``, ``path.1`` becomes ``path.2``, and so on
 up to ``path.<backups>``; older ones are deleted.
+
+No file ever grows past ``max_bytes``: a line that would be longer on its own has its longest
+free-text values shortened (``cause`` first, then the version ids and the model name), each cut
+value ending in ``...[N more characters]``, and is counted in :attr:`DecisionLog.truncated`;
+when even that cannot make it fit (a ``max_bytes`` of a few dozen bytes), it is dropped and
+counted in :attr:`DecisionLog.dropped`.
 """
 
 from __future__ import annotations
@@ -75,8 +81,9 @@ class _Marker:
 class DecisionLog:
     """Appends serving decisions to ``path`` as JSON lines, from a background thread.
 
-    - ``max_bytes``: rotate before a line would make the file larger than this;
-      ``backups``: how many rotated files to keep (0: the file is truncated instead).
+    - ``max_bytes``: rotate before a line would make the file larger than this (a line longer
+      than this on its own is shortened, see the module docs); ``backups``: how many rotated
+      files to keep (0: the file is truncated instead).
     - ``sample``: the share of decisions recorded (drawn with ``random``); the others are counted
       in :attr:`unsampled`.
     - ``salt``: mixed into the hash of targeting keys; ``None`` draws a random one for this
@@ -131,6 +138,7 @@ class DecisionLog:
         self._dropped = 0
         self._unsampled = 0
         self._written = 0
+        self._truncated = 0
         self._closed = False
         self._close_lock = threading.Lock()
         self._file: IO[bytes] | None = None
@@ -216,6 +224,11 @@ class DecisionLog:
     def unsampled(self) -> int:
         """Decisions left out by sampling."""
         return self._unsampled
+
+    @property
+    def truncated(self) -> int:
+        """Lines whose values were shortened to fit in ``max_bytes``."""
+        return self._truncated
 
     @property
     def written(self) -> int:
@@ -334,16 +347,55 @@ class DecisionLog:
                 self._stamp_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             micros = min(999_999, round((stamp - second) * 1e6))
             hashed = None if key is None else self.hash_key(key)
-            return (
-                f'{{"time":"{self._stamp_text}.{micros:06d}Z","model":{_json(model)},'
-                f'"requested":{_json(requested)},"served":{_json(served)},'
-                f'"reason":{_json(reason)},"cause":{_json(cause)},"key":{_json(hashed)}}}\n'
-            ).encode("ascii")
+            fields = {
+                "model": model,
+                "requested": requested,
+                "served": served,
+                "reason": reason,
+                "cause": cause,
+            }
+            time_text = f"{self._stamp_text}.{micros:06d}Z"
+            line = _encode(time_text, fields, hashed)
+            if len(line) > self.max_bytes:
+                return self._fit(time_text, fields, hashed)
+            return line
         except Exception:  # not a string where one belongs; the writer must go on
             logger.exception("decision log %s: cannot format a decision; dropped", self.path)
             with self._counts_lock:
                 self._dropped += 1
             return None
+
+    def _fit(
+        self, time_text: str, fields: dict[str, str | None], hashed: str | None
+    ) -> bytes | None:
+        """The line shortened to ``max_bytes``: the longest values cut first; None if it cannot."""
+        for name in _CUT_ORDER:
+            value = fields[name]
+            if value is None:
+                continue
+            # The longest prefix that fits, by bisection (escaping makes lengths uneven).
+            low, high = 0, len(value)
+            while low < high:
+                middle = (low + high + 1) // 2
+                fields[name] = _cut(value, middle)
+                if len(_encode(time_text, fields, hashed)) <= self.max_bytes:
+                    low = middle
+                else:
+                    high = middle - 1
+            fields[name] = min(_cut(value, low), value, key=len)
+            line = _encode(time_text, fields, hashed)
+            if len(line) <= self.max_bytes:
+                with self._counts_lock:
+                    self._truncated += 1
+                return line
+        logger.warning(
+            "decision log %s: a decision does not fit in max_bytes=%d even shortened; dropped",
+            self.path,
+            self.max_bytes,
+        )
+        with self._counts_lock:
+            self._dropped += 1
+        return None
 
     def _write(self, lines: list[bytes]) -> None:
         """Append ``lines``, one system call per run of lines that fits before a rotation."""
@@ -404,6 +456,26 @@ class DecisionLog:
 
     def _backup(self, index: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{index}")
+
+
+#: The order in which values are shortened when a line is longer than ``max_bytes``.
+_CUT_ORDER = ("cause", "requested", "served", "model", "reason")
+
+
+def _encode(time_text: str, fields: dict[str, str | None], hashed: str | None) -> bytes:
+    return (
+        f'{{"time":"{time_text}","model":{_json(fields["model"])},'
+        f'"requested":{_json(fields["requested"])},"served":{_json(fields["served"])},'
+        f'"reason":{_json(fields["reason"])},"cause":{_json(fields["cause"])},'
+        f'"key":{_json(hashed)}}}\n'
+    ).encode("ascii")
+
+
+def _cut(value: str, keep: int) -> str:
+    """``value`` with only its first ``keep`` characters and a note of how many were cut."""
+    if keep >= len(value):
+        return value
+    return f"{value[:keep]}...[{len(value) - keep} more characters]"
 
 
 def _json(value: str | None) -> str:

@@ -32,7 +32,9 @@ class FlagdFileActuator:
     ``filelock.FileLock`` on ``<path>.lock`` so that writers in several threads or processes take
     turns and no change is lost. The new file keeps the old one's permission bits, and its
     modification time always moves forward (flagd's file watcher reloads on a newer mtime, and two
-    writes within one tick of a coarse file-system clock would otherwise look like one).
+    writes within one tick of a coarse file-system clock would otherwise look like one). When the
+    flag file is a symbolic link, the file it points to is edited (and locked, as
+    ``<target>.lock``) and the link stays a link.
 
     - :meth:`set_split` sets ``"state": "ENABLED"`` and replaces the flag's ``targeting`` with
       ``{"fractional": [[variant, percent], ...]}`` (flagd buckets by flag key + targeting key).
@@ -54,7 +56,6 @@ class FlagdFileActuator:
     def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> None:
         self.path = Path(path)
         self.lock_timeout = lock_timeout
-        self._lock_path = self.path.with_name(self.path.name + ".lock")
 
     def __repr__(self) -> str:
         return f"FlagdFileActuator({str(self.path)!r})"
@@ -111,25 +112,29 @@ class FlagdFileActuator:
         return version
 
     def _edit(self, flag_key: str, edit: Callable[[dict[str, Any]], None]) -> None:
+        # A link (a deployment pointing flags.json at a versioned file) is written through, at
+        # its target as it is now; every writer locks the target, whatever name it was given.
+        target = Path(os.path.realpath(self.path))
+        lock_path = target.with_name(target.name + ".lock")
         try:
-            with filelock.FileLock(str(self._lock_path), timeout=self.lock_timeout):
-                before = os.stat(self.path)
-                document = self._read(flag_key)
+            with filelock.FileLock(str(lock_path), timeout=self.lock_timeout):
+                before = os.stat(target)
+                document = self._read(flag_key, target)
                 flags = document.get("flags")
                 flag = flags.get(flag_key) if isinstance(flags, dict) else None
                 if not isinstance(flag, dict):
                     raise self._error(flag_key, f"no flag {flag_key!r} in this flag file")
                 edit(flag)
-                self._write(document, before)
+                self._write(document, before, target)
         except filelock.Timeout as exc:
             raise self._error(
-                flag_key, f"another writer held {self._lock_path} for {self.lock_timeout:g} s"
+                flag_key, f"another writer held {lock_path} for {self.lock_timeout:g} s"
             ) from exc
         except OSError as exc:
             raise self._error(flag_key, f"cannot update the flag file: {exc}") from exc
 
-    def _read(self, flag_key: str) -> dict[str, Any]:
-        text = self.path.read_text(encoding="utf-8")
+    def _read(self, flag_key: str, target: Path) -> dict[str, Any]:
+        text = target.read_text(encoding="utf-8")
         try:
             document = json.loads(text)
         except ValueError as exc:
@@ -138,10 +143,10 @@ class FlagdFileActuator:
             raise self._error(flag_key, "not a flagd flag file (the top level is not an object)")
         return document
 
-    def _write(self, document: dict[str, Any], before: os.stat_result) -> None:
-        folder = self.path.parent
+    def _write(self, document: dict[str, Any], before: os.stat_result, target: Path) -> None:
+        folder = target.parent
         text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as stream:
                 stream.write(text)
@@ -150,7 +155,7 @@ class FlagdFileActuator:
             os.chmod(tmp, stat.S_IMODE(before.st_mode))
             mtime = max(time.time_ns(), before.st_mtime_ns + 1_000_000)
             os.utime(tmp, ns=(mtime, mtime))
-            os.replace(tmp, self.path)
+            os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -131,8 +132,8 @@ class UnleashActuator:
 
     def _environment_path(self, flag_key: str) -> str:
         return (
-            f"/api/admin/projects/{self.project}/features/{flag_key}"
-            f"/environments/{self.environment}"
+            f"/api/admin/projects/{_segment(self.project)}/features/{_segment(flag_key)}"
+            f"/environments/{_segment(self.environment)}"
         )
 
     def _strategies(self, flag_key: str) -> list[dict[str, Any]]:
@@ -173,7 +174,7 @@ class UnleashActuator:
         if strategy is None:
             self._request(flag_key, "POST", base, body)
         else:
-            self._request(flag_key, "PUT", f"{base}/{strategy['id']}", body)
+            self._request(flag_key, "PUT", f"{base}/{_segment(str(strategy['id']))}", body)
 
     def _enable(self, flag_key: str) -> None:
         self._request(flag_key, "POST", f"{self._environment_path(flag_key)}/on")
@@ -207,6 +208,13 @@ class UnleashActuator:
             return response.json()
         except ValueError:
             return response.text
+
+
+def _segment(value: str) -> str:
+    """``value`` as one URL path segment: ``/``, ``?``, ``#``, ``%`` and the like escaped, and
+    ``.``/``..`` too (httpx would resolve them as dot segments and climb out of the path)."""
+    quoted = quote(value, safe="")
+    return quoted.replace(".", "%2E") if quoted in {".", ".."} else quoted
 
 
 def _rollout_strategy(strategies: list[dict[str, Any]]) -> dict[str, Any] | None:
