@@ -24,7 +24,8 @@ __all__ = ["Counts", "Evidence", "Moments", "check_alpha", "check_tolerance"]
 class Moments:
     """Running sums of one arm's values: how many, their sum, and the sum of their squares.
 
-    For 0/1 outcomes ``total_sq`` equals ``total``; :meth:`binary` builds that.
+    For 0/1 outcomes ``total_sq`` equals ``total``; :meth:`binary` builds that. Immutable:
+    safe to share between threads.
     """
 
     count: int
@@ -64,7 +65,10 @@ class Moments:
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """Running counts of one arm: ``events`` (errors) among ``trials`` (calls it ran)."""
+    """Running counts of one arm: ``events`` (errors) among ``trials`` (calls it ran).
+
+    Immutable: safe to share between threads.
+    """
 
     trials: int
     events: int
@@ -91,8 +95,9 @@ class Evidence:
     units (``"relative change of the mean"``: -0.12 is 12% lower than the baseline). ``lower``
     and ``upper`` are each a one-sided confidence bound at level ``1 - alpha`` that holds at
     every check over the whole comparison (a confidence sequence), so together they cover the
-    quantity with probability at least ``1 - 2 alpha``; they are infinite while the data cannot
-    bound that side, and ``estimate`` is ``None`` while it is undefined.
+    quantity with probability at least ``1 - 2 alpha``. A side the data cannot bound yet is
+    infinite (-1 for a relative change of something that cannot go below zero), and
+    ``estimate`` is ``None`` while it is undefined.
 
     The rule tolerates values up to ``limit`` on its ``worse`` side (``limit`` is ``tolerance``
     with the sign of that side for relative rules, the absolute limit for an SLO). ``breached``
@@ -102,7 +107,7 @@ class Evidence:
 
     ``decided`` is false while the test has too little data to give a verdict at all (then
     ``breached`` is false and the interval is infinite); ``note`` says why, or adds detail.
-    ``method`` names the test and cites it.
+    ``method`` names the test and cites it. Immutable: safe to share between threads.
     """
 
     rule: str

@@ -73,7 +73,10 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class AlphaSplit:
-    """A model's false-alarm budget ``total`` shared among its rules (``shares`` by name)."""
+    """A model's false-alarm budget ``total`` shared among its rules (``shares`` by name).
+
+    Immutable: safe to share between threads.
+    """
 
     total: float
     shares: Mapping[str, float]
