@@ -1,0 +1,91 @@
+"""Reading the decision log back: its last lines, with a bounded read from the end of the file.
+
+The log (:mod:`modelflags.telemetry.decision_log`) grows by one line per served decision, so
+reading it whole to show the last fifty would cost more the longer the process runs. :func:`tail`
+reads at most ``max_bytes`` from the end of the file, and of the newest rotated file
+(``path.1``) when the current one holds too few lines, and parses only those lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["tail"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 256 * 1024
+"""How much of the log's end is read at most, current and rotated file together."""
+
+
+def tail(
+    path: str | os.PathLike[str],
+    limit: int = 50,
+    *,
+    model: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> list[dict[str, Any]]:
+    """The last ``limit`` entries of the decision log at ``path`` (of ``model`` only, when
+    given), oldest first: decisions and actions as the JSON objects they were written as.
+
+    Reads at most ``max_bytes`` from the end of ``path``, then of ``path.1`` (the newest rotated
+    file) if more entries are wanted and the budget allows. A line cut by the bounded read, or
+    one that is not a JSON object, is skipped; a missing file reads as empty.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be positive, not {limit!r}")
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be positive, not {max_bytes!r}")
+    newest = Path(path)
+    entries: list[dict[str, Any]] = []
+    budget = max_bytes
+    for file in (newest, newest.with_name(f"{newest.name}.1")):
+        data, whole, cut = _read_end(file, budget)
+        budget -= len(data)
+        found = _entries(data, skip_first=cut, model=model)
+        entries = found[-(limit - len(entries)) :] + entries if found else entries
+        if len(entries) >= limit or not whole or budget <= 0:
+            break
+    return entries[-limit:]
+
+
+def _read_end(path: Path, budget: int) -> tuple[bytes, bool, bool]:
+    """Up to ``budget`` bytes from the end of ``path``; whether that is the whole file, and
+    whether its first line was cut by the bound."""
+    if budget <= 0:
+        return b"", False, False
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            start = max(0, size - budget)
+            if start == 0:
+                return file.read(size), True, False
+            file.seek(start - 1)  # the byte before says whether a line starts at ``start``
+            data = file.read(size - start + 1)
+            return data[1:], False, data[:1] != b"\n"
+    except FileNotFoundError:
+        return b"", True, False
+    except OSError as exc:
+        logger.warning("decision log %s: cannot read: %s", path, exc)
+        return b"", False, False
+
+
+def _entries(data: bytes, *, skip_first: bool, model: str | None) -> list[dict[str, Any]]:
+    lines = data.split(b"\n")
+    if skip_first:
+        lines = lines[1:]  # cut by the bounded read
+    entries: list[dict[str, Any]] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and (model is None or entry.get("model") == model):
+            entries.append(entry)
+    return entries
