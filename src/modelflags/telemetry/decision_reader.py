@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 256 * 1024
 """How much of the log's end is read at most, current and rotated file together."""
+_LINE_GUESS = 512  # bytes per line assumed for a first, smaller read
 
 
 def tail(
@@ -44,10 +45,16 @@ def tail(
     entries: list[dict[str, Any]] = []
     budget = max_bytes
     for file in (newest, newest.with_name(f"{newest.name}.1")):
-        data, whole, cut = _read_end(file, budget)
+        wanted = limit - len(entries)
+        size = min(budget, wanted * _LINE_GUESS)
+        while True:  # a small read first, larger ones while too few entries are found
+            data, whole, cut = _read_end(file, size)
+            found = _entries(data, skip_first=cut, model=model, limit=wanted)
+            if len(found) >= wanted or whole or size >= budget:
+                break
+            size = min(budget, size * 4)
         budget -= len(data)
-        found = _entries(data, skip_first=cut, model=model)
-        entries = found[-(limit - len(entries)) :] + entries if found else entries
+        entries = found + entries
         if len(entries) >= limit or not whole or budget <= 0:
             break
     return entries[-limit:]
@@ -74,18 +81,32 @@ def _read_end(path: Path, budget: int) -> tuple[bytes, bool, bool]:
         return b"", False, False
 
 
-def _entries(data: bytes, *, skip_first: bool, model: str | None) -> list[dict[str, Any]]:
+def _entries(
+    data: bytes, *, skip_first: bool, model: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """The last ``limit`` entries in ``data`` (of ``model``), oldest first, parsed from the end
+    so that only those are parsed."""
     lines = data.split(b"\n")
     if skip_first:
         lines = lines[1:]  # cut by the bounded read
     entries: list[dict[str, Any]] = []
-    for line in lines:
+    for line in reversed(lines):
+        if len(entries) >= limit:
+            break
         if not line.strip():
             continue
+        if model is not None and _quoted(model) not in line:
+            continue  # cheap test before parsing: the model's name is in its lines
         try:
             entry = json.loads(line)
         except ValueError:
             continue
         if isinstance(entry, dict) and (model is None or entry.get("model") == model):
             entries.append(entry)
+    entries.reverse()
     return entries
+
+
+def _quoted(model: str) -> bytes:
+    """``model`` as the log writes it inside a line (JSON, ASCII)."""
+    return json.dumps(model, ensure_ascii=True).encode("ascii")

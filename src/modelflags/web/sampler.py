@@ -31,8 +31,8 @@ __all__ = ["Point", "Sampler", "Snapshot", "StatusSource", "answered_by"]
 
 logger = logging.getLogger(__name__)
 
-DECISIONS = 1000
-"""Decision log lines read per snapshot (a bounded read of the file's end)."""
+DECISIONS = 200
+"""Decision log entries read per snapshot (a bounded read of the file's end, parsed from it)."""
 WATCHED_S = 60.0
 """The decision log is read while a page was asked for within this many seconds."""
 _QUIET_S = 60.0  # at most one log line per this many seconds about failing samples

@@ -118,8 +118,8 @@ def model_detail(
         "drift": None if status is None else jsonable(status.extra.get("drift")),
         "lineage": {version: _lineage(item) for version, item in spec.versions.items()},
         "decision_log": snapshot.decisions is not None,
-        "decisions": [jsonable(e) for e in mine if "action" not in e][-decisions:],
-        "logged_actions": [jsonable(e) for e in mine if "action" in e][-decisions:],
+        "decisions": [dict(e) for e in mine if "action" not in e][-decisions:],
+        "logged_actions": [dict(e) for e in mine if "action" in e][-decisions:],
         "actions": [action for action in actions if action.get("model") == name],
     }
 
