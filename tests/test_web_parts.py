@@ -3,9 +3,11 @@ end, charts, the server thread, and the reading side of ``modelflags status --ur
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from sklearn.linear_model import LogisticRegression
+from starlette.requests import Request
 
 from modelflags import ModelFlags, ModelFlagsError
 from modelflags.rollout.metrics import VersionMetrics
@@ -20,9 +23,12 @@ from modelflags.serving.shadow import ShadowStats
 from modelflags.telemetry.decision_log import DecisionLog
 from modelflags.telemetry.decision_reader import tail
 from modelflags.telemetry.status import ModelStatus
-from modelflags.web.charts import colors, line_chart, split_bar
+from modelflags.web.auth import Credentials
+from modelflags.web.charts import IntervalRow, colors, interval_chart, line_chart, split_bar
+from modelflags.web.pages import Pages
 from modelflags.web.remote import fetch_status, format_status
 from modelflags.web.sampler import Sampler
+from modelflags.web.views import model_detail
 
 from support import FakeClock, Workspace
 from web_fixtures import MODEL, TOKEN, propose_rollback, write_registry
@@ -51,7 +57,9 @@ class CountingSource:
     def shadow_report(self, name: str) -> dict[tuple[str, str], ShadowStats]:
         return self.flags.shadow_report(name)
 
-    def recent_decisions(self, limit: int = 50, *, model: str | None = None) -> list[Any] | None:
+    def recent_decisions(
+        self, limit: int = 50, *, model: str | None = None
+    ) -> list[dict[str, Any]] | None:
         self.decision_reads += 1
         return self.flags.recent_decisions(limit, model=model)
 
@@ -256,6 +264,48 @@ def test_charts_escape_names_and_draw_gaps() -> None:
     assert "no data yet" in empty
     bar = split_bar([("v1", 3), ("v2", 1)], palette=colors(["v1", "v2"]))
     assert "v1 75%" in bar and "v2 25%" in bar
+
+
+def test_intervals_are_drawn_when_the_rules_give_them() -> None:
+    """A rule with a confidence interval draws it; one without draws the estimate alone."""
+    palette = colors(["v1", "v2"])
+    with_interval = interval_chart(
+        [IntervalRow("v2", 0.4, 0.3, 0.5, 0.6, 0.54)], title="click", palette=palette
+    )
+    point_only = interval_chart(
+        [IntervalRow("v2", 0.4, None, None, 0.6, 0.54)], title="click", palette=palette
+    )
+    assert 'stroke-width="3"' in with_interval and 'stroke-width="3"' not in point_only
+    assert "<circle" in with_interval and "<circle" in point_only
+    assert "LKG 0.6" in with_interval and "limit 0.54" in with_interval
+
+
+def test_the_model_page_shows_drift_figures_when_present(flags: ModelFlags) -> None:
+    """Drift figures handed over in ``status().extra["drift"]`` are shown, escaped; none, no
+    section."""
+    propose_rollback(flags)
+    sampler = Sampler(flags, interval=3600)
+    snapshot = sampler.sample_now()
+    status = snapshot.status[MODEL]
+    drift = {"v2": {"psi": 0.31, "<b>feature</b>": "income"}}
+    drifting = dataclasses.replace(
+        snapshot, status={MODEL: dataclasses.replace(status, extra={"drift": drift})}
+    )
+    data = model_detail(drifting, flags.registry, MODEL, sampler.history(MODEL), [])
+    assert data["drift"] == drift
+    pages = Pages(sampler, Credentials(TOKEN), [MODEL], clock=time.time)
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": f"/models/{MODEL}",
+        "query_string": b"",
+        "headers": [],
+    }
+    html = bytes(pages.model(Request(scope), data, "operator").body).decode()
+    assert "<h2>Drift</h2>" in html and "0.31" in html
+    assert "&lt;b&gt;feature&lt;/b&gt;" in html and "<b>feature</b>" not in html
+    plain = model_detail(snapshot, flags.registry, MODEL, sampler.history(MODEL), [])
+    assert "<h2>Drift</h2>" not in bytes(pages.model(Request(scope), plain, None).body).decode()
 
 
 # -- the server thread and the remote reader ----------------------------------------------------

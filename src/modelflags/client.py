@@ -15,7 +15,7 @@ import random as _random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from openfeature.client import OpenFeatureClient
 
@@ -52,8 +52,6 @@ if TYPE_CHECKING:
     from modelflags.web.server import StatusServer
 
 __all__ = ["FALLBACK", "PREWARMING", "ROLLED_BACK", "ModelFlags"]
-
-_Page = TypeVar("_Page", "StatusApp", "StatusServer")
 
 FALLBACK = ServingReason.FALLBACK
 """The ``reason`` of a handle served by the last known good version after a failure."""
@@ -234,7 +232,7 @@ class ModelFlags:
         stops selecting the version. With an actuator, the flag is also rolled back at its source.
         ``by`` and ``reason`` go to the decision log.
         """
-        self._policy.model(name) if version is None else self._version(name, version)
+        self._version(name, version)
         return self._require_supervisor().rollback_versions(
             name, version, reason=reason, demote=self._keeper.demote, by=by
         )
@@ -316,10 +314,11 @@ class ModelFlags:
         recorder = next((r for r in exporters if isinstance(r, PrometheusMetrics)), None)
         return recorder.app(asgi=asgi) if recorder is not None else metrics_app(asgi=asgi)
 
-    def _version(self, name: str, version: str) -> ModelEntry:
-        """Model ``name``'s entry; :class:`ModelUnavailableError` when it has no ``version``."""
+    def _version(self, name: str, version: str | None) -> ModelEntry:
+        """Model ``name``'s entry; :class:`ModelUnavailableError` when it is unknown or has no
+        ``version`` (``None``: any)."""
         model = self._policy.model(name)
-        if version not in model.versions:
+        if version is not None and version not in model.versions:
             raise ModelUnavailableError(
                 f"model {name!r} has no version {version!r}", model=name, version=version
             )
@@ -371,9 +370,11 @@ class ModelFlags:
             return False
         return audit is None or audit.flush(remaining())
 
-    def recent_decisions(self, limit: int = 50, *, model: str | None = None) -> list[Any] | None:
-        """The decision log's last ``limit`` entries (of ``model``), oldest first, read from the
-        file's end (bounded); ``None`` when this instance has no decision log."""
+    def recent_decisions(
+        self, limit: int = 50, *, model: str | None = None
+    ) -> list[dict[str, Any]] | None:
+        """The decision log's last ``limit`` entries (of ``model``) as dicts, oldest first, from a
+        bounded read of the file's end; ``None`` when this instance has no decision log."""
         from modelflags.telemetry.decision_reader import tail
 
         audit = self._parts.audit
@@ -381,10 +382,12 @@ class ModelFlags:
 
     def web_app(self, **options: Unpack[WebOptions]) -> StatusApp:
         """The status page, an ASGI app: ``app.mount("/modelflags", flags.web_app(token=...))``.
-        Options: :class:`~modelflags.web.app.WebOptions`. Needs ``modelflags[web]``."""
+        Options: :class:`~modelflags.web.options.WebOptions`. Needs ``modelflags[web]``."""
         from modelflags.web.app import StatusApp
 
-        return self._keep_page(StatusApp(self, **options))
+        app = StatusApp(self, **options)
+        self._status_pages.append(app)  # closed with this instance
+        return app
 
     def serve_status(
         self, port: int = 0, *, host: str = "127.0.0.1", **options: Unpack[WebOptions]
@@ -393,11 +396,9 @@ class ModelFlags:
         ``.url``, ``.close()``. ``port=0`` picks a free one; options as for :meth:`web_app`."""
         from modelflags.web.server import StatusServer
 
-        return self._keep_page(StatusServer(self, host=host, port=port, **options))
-
-    def _keep_page(self, page: _Page) -> _Page:
-        self._status_pages.append(page)  # closed with this instance
-        return page
+        server = StatusServer(self, host=host, port=port, **options)
+        self._status_pages.append(server)
+        return server
 
     def shadow_report(self, name: str) -> dict[tuple[str, str], ShadowStats]:
         """Shadow statistics of model ``name`` per (primary, shadow) version pair."""

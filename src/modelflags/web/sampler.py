@@ -49,7 +49,7 @@ class StatusSource(Protocol):
 
     def recent_decisions(
         self, limit: int = 50, *, model: str | None = None
-    ) -> list[Any] | None: ...
+    ) -> list[dict[str, Any]] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
