@@ -27,11 +27,11 @@ from modelflags.web.auth import Credentials
 from modelflags.web.charts import IntervalRow, colors, interval_chart, line_chart, split_bar
 from modelflags.web.pages import Pages
 from modelflags.web.remote import fetch_status, format_status
-from modelflags.web.sampler import Sampler
+from modelflags.web.sampler import DECISIONS, Sampler
 from modelflags.web.views import model_detail
 
 from support import FakeClock, Workspace
-from web_fixtures import MODEL, TOKEN, propose_rollback, write_registry
+from web_fixtures import MODEL, TOKEN, propose_rollback, serve, write_registry
 
 # -- the sampler --------------------------------------------------------------------------------
 
@@ -129,6 +129,26 @@ def test_the_decision_log_is_read_only_while_someone_looks(flags: ModelFlags) ->
         assert source.decision_reads == 3
     finally:
         sampler.close()
+
+
+def test_actions_in_the_log_stay_on_the_page_after_later_decisions(flags: ModelFlags) -> None:
+    """An action seen in one snapshot's read of the log is kept when the serving decisions
+    written after it push it out of the lines later snapshots read."""
+    propose_rollback(flags)
+    sampler = Sampler(flags, interval=3600)
+    sampler.latest()  # someone looks: snapshots read the log
+    sampler.close()
+    flags.confirm_rollback(MODEL, "v2", by="ada", reason="fell")
+    flags.flush(5)
+    seen = sampler.sample_now()
+    assert [a["by"] for a in seen.logged_actions] == ["ada"]
+    serve(flags, DECISIONS + 10, seed=9)
+    flags.flush(5)
+    later = sampler.sample_now()
+    assert later.decisions is not None and all("action" not in e for e in later.decisions)
+    assert later.logged_actions == seen.logged_actions
+    data = model_detail(later, flags.registry, MODEL, [], [])
+    assert [a["reason"] for a in data["logged_actions"]] == ["confirmed by ada: fell"]
 
 
 def test_a_failing_snapshot_keeps_the_last_good_one_and_says_so(

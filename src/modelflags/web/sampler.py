@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 DECISIONS = 200
 """Decision log entries read per snapshot (a bounded read of the file's end, parsed from it)."""
+ACTIONS_KEPT = 200
+"""Actions from the decision log kept across snapshots."""
 WATCHED_S = 60.0
 """The decision log is read while a page was asked for within this many seconds."""
 _QUIET_S = 60.0  # at most one log line per this many seconds about failing samples
@@ -74,8 +76,11 @@ class Point:
 class Snapshot:
     """What the serving parts said at wall-clock time ``at``.
 
-    ``decisions`` holds the decision log's last lines (``None``: no decision log); ``error`` is
-    the last sampling failure, when the newest attempt failed and this snapshot is older.
+    ``decisions`` holds the decision log's last lines (``None``: no decision log);
+    ``logged_actions`` the actions (rollbacks, releases, decisions on proposals) seen in the
+    log's last lines by this or earlier snapshots, oldest first, so that the serving decisions
+    written after an action do not push it off the page. ``error`` is the last sampling failure,
+    when the newest attempt failed and this snapshot is older.
     """
 
     at: float
@@ -83,6 +88,7 @@ class Snapshot:
     metrics: Mapping[str, Mapping[str, VersionMetrics]]
     shadow: Mapping[str, Mapping[tuple[str, str], ShadowStats]]
     decisions: tuple[Mapping[str, Any], ...] | None
+    logged_actions: tuple[Mapping[str, Any], ...] = ()
     error: str | None = None
 
 
@@ -186,12 +192,13 @@ class Sampler:
         metrics = {name: source.metrics(name) for name in status}
         shadow = {name: source.shadow_report(name) for name in status}
         previous = self._latest
-        if previous is not None and at > self._watched_until:
-            decisions = previous.decisions  # nobody is looking: skip the file read
-        else:
-            found = source.recent_decisions(DECISIONS)
-            decisions = None if found is None else tuple(found)
-        return Snapshot(at, status, metrics, shadow, decisions)
+        kept = () if previous is None else previous.logged_actions
+        if previous is not None and at > self._watched_until:  # nobody looks: skip the file
+            return Snapshot(at, status, metrics, shadow, previous.decisions, kept)
+        found = source.recent_decisions(DECISIONS)
+        if found is None:
+            return Snapshot(at, status, metrics, shadow, None)
+        return Snapshot(at, status, metrics, shadow, tuple(found), _merge(kept, found))
 
     def start(self) -> None:
         """Start the sampling thread (once; never after :meth:`close`)."""
@@ -215,6 +222,19 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.sample_now()
+
+
+def _merge(
+    kept: tuple[Mapping[str, Any], ...], found: list[dict[str, Any]]
+) -> tuple[Mapping[str, Any], ...]:
+    """``kept`` and the actions among ``found`` not in it yet, the newest :data:`ACTIONS_KEPT`."""
+    seen = {_key(entry) for entry in kept}
+    new = [entry for entry in found if "action" in entry and _key(entry) not in seen]
+    return (*kept, *new)[-ACTIONS_KEPT:] if new else kept
+
+
+def _key(entry: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(str(entry.get(field)) for field in ("time", "action", "model", "version", "by"))
 
 
 def _points(metrics: Mapping[str, VersionMetrics], lkg: str) -> Mapping[str, Point]:

@@ -119,7 +119,9 @@ def model_detail(
         "lineage": {version: _lineage(item) for version, item in spec.versions.items()},
         "decision_log": snapshot.decisions is not None,
         "decisions": [dict(e) for e in mine if "action" not in e][-decisions:],
-        "logged_actions": [dict(e) for e in mine if "action" in e][-decisions:],
+        "logged_actions": [dict(e) for e in snapshot.logged_actions if e.get("model") == name][
+            -decisions:
+        ],
         "actions": [action for action in actions if action.get("model") == name],
     }
 
