@@ -6,15 +6,16 @@ the metrics, and a decision log, so the page reads the log's end). Three variant
 interleaved rounds whose order rotates, so that drift hits every variant alike:
 
 - "no status page": nothing but the calls;
-- "page open, refreshed every 1 s": ``flags.serve_status(sample_s=1)`` on 127.0.0.1 and a thread
-  that loads the overview and the model page every second, as a browser left open would (the
-  sampler reads the serving parts once a second whatever the number of viewers);
+- "page open, refreshed every 1 s": ``flags.serve_status(sample_s=1)`` on 127.0.0.1 and another
+  process that loads the overview and the model page every second, as a browser left open would
+  (the sampler reads the serving parts once a second whatever the number of viewers);
 - "no status page (control)": the first variant again, to show how far noise moves a ratio.
 
 Each round times single calls for ``ROUND_S`` seconds on one thread and the process's CPU time;
 the report gives, per variant, the median over rounds of each round's p50, p99 and mean call time
 and CPU time per call, their ratios to the first variant, and what the page itself costs: a
-snapshot's duration and a page load's.
+snapshot's duration, a page load's, and the process's CPU per second with the page open and no
+traffic.
 
 Run: ``python benchmarks/bench_web.py`` (about a minute).
 """
@@ -22,13 +23,13 @@ Run: ``python benchmarks/bench_web.py`` (about a minute).
 from __future__ import annotations
 
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import httpx
 import joblib
 import numpy as np
 import tomli_w
@@ -37,6 +38,7 @@ from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvid
 from sklearn.linear_model import LogisticRegression
 
 from modelflags import ModelFlags
+from modelflags.web.server import StatusServer
 
 ROUNDS = 10
 ROUND_S = 2.0
@@ -45,29 +47,40 @@ TOKEN = "benchmark-token-0123456789"
 VARIANTS = ("no status page", "page open, refreshed every 1 s", "no status page (control)")
 
 
+VIEWER = """
+import sys, time, httpx
+url, token, refresh = sys.argv[1], sys.argv[2], float(sys.argv[3])
+took = []
+with httpx.Client(base_url=url, headers={"Authorization": "Bearer " + token}, timeout=10) as c:
+    while True:
+        for path in ("/", "/models/churn"):
+            started = time.perf_counter()
+            try:
+                c.get(path).raise_for_status()
+            except httpx.HTTPError:
+                print(" ".join(map(str, took)), flush=True)
+                sys.exit(0)
+            took.append(time.perf_counter() - started)
+        time.sleep(refresh)
+"""
+
+
 class Viewer:
-    """A thread loading the overview and the model page every ``REFRESH_S`` seconds."""
+    """Another process loading the overview and the model page every ``REFRESH_S`` seconds, as a
+    browser would: its own work is not the application's."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.stop = threading.Event()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", VIEWER, url, TOKEN, str(REFRESH_S)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.render_s: list[float] = []
-        self.thread = threading.Thread(target=self._run, name="viewer", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        with httpx.Client(base_url=self.url, headers=headers, timeout=10) as client:
-            while not self.stop.is_set():
-                for path in ("/", "/models/churn"):
-                    started = time.perf_counter()
-                    client.get(path).raise_for_status()
-                    self.render_s.append(time.perf_counter() - started)
-                self.stop.wait(REFRESH_S)
 
     def close(self) -> None:
-        self.stop.set()
-        self.thread.join(10)
+        """Stop it (after the server closed) and collect its page load times."""
+        out, _ = self.process.communicate(timeout=30)
+        self.render_s = [float(x) for x in out.split()]
 
 
 def make_flags(root: Path) -> ModelFlags:
@@ -89,10 +102,11 @@ def make_flags(root: Path) -> ModelFlags:
     return ModelFlags(root / "registry.toml", decision_log=root / "decisions.jsonl")
 
 
-def timed_round(flags: ModelFlags, rows: np.ndarray) -> list[float]:
-    """Single calls for ``ROUND_S`` seconds: each one's duration in seconds."""
+def timed_round(flags: ModelFlags, rows: np.ndarray) -> Round:
+    """Single calls for ``ROUND_S`` seconds: their durations, and the process's CPU time."""
     durations: list[float] = []
     clock = time.perf_counter
+    cpu = time.process_time()
     deadline = clock() + ROUND_S
     i = 0
     while clock() < deadline:
@@ -101,7 +115,7 @@ def timed_round(flags: ModelFlags, rows: np.ndarray) -> list[float]:
         flags.get_model("churn", f"user-{i % 1000}").predict(row)
         durations.append(clock() - started)
         i += 1
-    return durations
+    return Round(durations, time.process_time() - cpu)
 
 
 def main() -> None:
@@ -113,22 +127,22 @@ def main() -> None:
         renders: list[float] = []
         for index in range(ROUNDS * len(VARIANTS)):
             variant = VARIANTS[(index + index // len(VARIANTS)) % len(VARIANTS)]
-            cpu = time.process_time()
             if variant == VARIANTS[1]:
                 server = flags.serve_status(token=TOKEN, sample_s=1.0)
                 viewer = Viewer(server.url)
                 try:
-                    durations = timed_round(flags, rows)
+                    wait_for_first_view(server)
+                    rounds[variant].append(timed_round(flags, rows))
                 finally:
+                    server.close()  # the viewer stops at its next failed load
                     viewer.close()
-                    server.close()
                 renders.extend(viewer.render_s)
             else:
-                durations = timed_round(flags, rows)
-            rounds[variant].append(Round(durations, time.process_time() - cpu))
+                rounds[variant].append(timed_round(flags, rows))
         snapshot_s = snapshot_cost(flags)
+        idle_cpu = page_cpu_per_second(flags)
         flags.close()
-    report(rounds, renders, snapshot_s)
+    report(rounds, renders, snapshot_s, idle_cpu)
 
 
 class Round:
@@ -141,6 +155,27 @@ class Round:
         self.p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
         self.mean = statistics.fmean(ordered)
         self.cpu_per_call = cpu_s / max(1, len(ordered))
+
+
+def wait_for_first_view(server: StatusServer, timeout: float = 30.0) -> None:
+    """Until the viewer process has loaded a page (its start is not part of a round)."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not server.app.sampler.running and time.monotonic() < deadline:
+        pause.wait(0.05)
+
+
+def page_cpu_per_second(flags: ModelFlags, seconds: float = 5.0) -> float:
+    """The process's CPU seconds per second with the page open and no request served: what
+    serving and refreshing the page costs by itself."""
+    with flags.serve_status(token=TOKEN, sample_s=1.0) as server:
+        viewer = Viewer(server.url)
+        wait_for_first_view(server)
+        cpu = time.process_time()
+        threading.Event().wait(seconds)
+        used = time.process_time() - cpu
+    viewer.close()
+    return used / seconds
 
 
 def snapshot_cost(flags: ModelFlags) -> list[float]:
@@ -156,7 +191,9 @@ def snapshot_cost(flags: ModelFlags) -> list[float]:
     return took
 
 
-def report(rounds: dict[str, list[Round]], renders: list[float], snapshot_s: list[float]) -> None:
+def report(
+    rounds: dict[str, list[Round]], renders: list[float], snapshot_s: list[float], idle: float
+) -> None:
     def median(variant: str, figure: str) -> float:
         return statistics.median(getattr(r, figure) for r in rounds[variant])
 
@@ -185,6 +222,7 @@ def report(rounds: dict[str, list[Round]], renders: list[float], snapshot_s: lis
         f"one snapshot (status, metrics, shadow, decision log end): median "
         f"{statistics.median(snapshot_s) * 1e3:.2f} ms, taken once per sample_s"
     )
+    print(f"the page open with no traffic: {idle * 1e3:.1f} ms of CPU per second in the process")
     sys.stdout.flush()
 
 
