@@ -107,7 +107,8 @@ def test_importing_the_package_stays_light() -> None:
     code = (
         "import sys, modelflags; "
         "print(sorted(m for m in ('httpx', 'sklearn', 'numpy', 'joblib', 'grpc', 'fsspec', "
-        "'skops', 'opentelemetry', 'filelock', 'yaml') if m in sys.modules))"
+        "'skops', 'opentelemetry', 'filelock', 'yaml', 'starlette', 'jinja2', 'uvicorn', "
+        "'modelflags.web') if m in sys.modules))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60

@@ -37,13 +37,19 @@ from modelflags.rollout.supervision import Supervisor
 from modelflags.serving.context import to_context
 from modelflags.serving.handle import ServedModel, ServingReason
 from modelflags.serving.health import Backoff
+from modelflags.serving.policy import ModelEntry
 from modelflags.serving.shadow import ShadowStats
 from modelflags.telemetry.events import Breach, Event, Listener
 from modelflags.telemetry.status import ModelStatus, RuleState
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from modelflags.rollout.actuators import Actuator
     from modelflags.rollout.canary import CanaryDriver, Stage
+    from modelflags.web.app import StatusApp
+    from modelflags.web.options import WebOptions
+    from modelflags.web.server import StatusServer
 
 __all__ = ["FALLBACK", "PREWARMING", "ROLLED_BACK", "ModelFlags"]
 
@@ -125,6 +131,7 @@ class ModelFlags:
         )
         self._policy, self._keeper, self._resolver = parts.policy, parts.keeper, parts.resolver
         self._supervisor, self._events, self._shadow = parts.supervisor, parts.events, parts.shadow
+        self._status_pages: list[StatusApp | StatusServer] = []
         self._closed = False
 
     # -- serving --------------------------------------------------------------------------------
@@ -210,10 +217,7 @@ class ModelFlags:
             )
         else:
             model_name, served, context = model, version, None
-        if served not in self._policy.model(model_name).versions:
-            raise ModelUnavailableError(
-                f"model {model_name!r} has no version {served!r}", model=model_name, version=served
-            )
+        self._version(model_name, served)
         number = _finite(value, f"outcome {name!r} of model {model_name!r}")
         if self._supervisor is not None:
             self._supervisor.record_outcome(model_name, served, name, number)
@@ -228,11 +232,7 @@ class ModelFlags:
         stops selecting the version. With an actuator, the flag is also rolled back at its source.
         ``by`` and ``reason`` go to the decision log.
         """
-        model = self._policy.model(name)
-        if version is not None and version not in model.versions:
-            raise ModelUnavailableError(
-                f"model {name!r} has no version {version!r}", model=name, version=version
-            )
+        self._version(name, version)
         return self._require_supervisor().rollback_versions(
             name, version, reason=reason, demote=self._keeper.demote, by=by
         )
@@ -285,11 +285,7 @@ class ModelFlags:
         """
         from modelflags.rollout.canary import guarded_canary
 
-        model = self._policy.model(name)
-        if candidate not in model.versions:
-            raise ModelUnavailableError(
-                f"model {name!r} has no version {candidate!r}", model=name, version=candidate
-            )
+        model = self._version(name, candidate)
         if model.spec.guardrails is None:
             raise ModelFlagsError(f"model {name!r} has no guardrails: a canary needs them")
         return guarded_canary(
@@ -317,6 +313,16 @@ class ModelFlags:
         exporters = () if self._supervisor is None else self._supervisor.exporters
         recorder = next((r for r in exporters if isinstance(r, PrometheusMetrics)), None)
         return recorder.app(asgi=asgi) if recorder is not None else metrics_app(asgi=asgi)
+
+    def _version(self, name: str, version: str | None) -> ModelEntry:
+        """Model ``name``'s entry; :class:`ModelUnavailableError` when it is unknown or has no
+        ``version`` (``None``: any)."""
+        model = self._policy.model(name)
+        if version is not None and version not in model.versions:
+            raise ModelUnavailableError(
+                f"model {name!r} has no version {version!r}", model=name, version=version
+            )
+        return model
 
     def _require_supervisor(self) -> Supervisor:
         if self._supervisor is None:
@@ -364,6 +370,36 @@ class ModelFlags:
             return False
         return audit is None or audit.flush(remaining())
 
+    def recent_decisions(
+        self, limit: int = 50, *, model: str | None = None
+    ) -> list[dict[str, Any]] | None:
+        """The decision log's last ``limit`` entries (of ``model``) as dicts, oldest first, from a
+        bounded read of the file's end; ``None`` when this instance has no decision log."""
+        from modelflags.telemetry.decision_reader import tail
+
+        audit = self._parts.audit
+        return None if audit is None else tail(audit.path, limit, model=model)
+
+    def web_app(self, **options: Unpack[WebOptions]) -> StatusApp:
+        """The status page, an ASGI app: ``app.mount("/modelflags", flags.web_app(token=...))``.
+        Options: :class:`~modelflags.web.options.WebOptions`. Needs ``modelflags[web]``."""
+        from modelflags.web.app import StatusApp
+
+        app = StatusApp(self, **options)
+        self._status_pages.append(app)  # closed with this instance
+        return app
+
+    def serve_status(
+        self, port: int = 0, *, host: str = "127.0.0.1", **options: Unpack[WebOptions]
+    ) -> StatusServer:
+        """The status page on a server thread of its own, for applications that are not ASGI:
+        ``.url``, ``.close()``. ``port=0`` picks a free one; options as for :meth:`web_app`."""
+        from modelflags.web.server import StatusServer
+
+        server = StatusServer(self, host=host, port=port, **options)
+        self._status_pages.append(server)
+        return server
+
     def shadow_report(self, name: str) -> dict[tuple[str, str], ShadowStats]:
         """Shadow statistics of model ``name`` per (primary, shadow) version pair."""
         self._policy.model(name)
@@ -379,6 +415,8 @@ class ModelFlags:
         if self._closed:
             return
         self._closed = True
+        for page in self._status_pages:
+            page.close()
         self._parts.close()
 
     def __enter__(self) -> ModelFlags:
