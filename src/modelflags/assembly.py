@@ -21,6 +21,7 @@ from modelflags.artifacts import ArtifactStore, Loader, LoaderRegistry
 from modelflags.options import AuditOptions, Options
 from modelflags.overrides import OVERRIDES_ENV, overrides_layer
 from modelflags.registry import Registry
+from modelflags.rollout.promotion import release_moved_rollbacks
 from modelflags.rollout.supervision import Supervisor
 from modelflags.serving.cache import ModelCache
 from modelflags.serving.changes import ChangeFeed
@@ -84,6 +85,40 @@ class Parts:
             for name, model in self.policy.models.items()
         }
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait for shadow calls, then events and decision-log lines; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        if not self.shadow.flush(timeout) or not self.events.flush(remaining()):
+            return False
+        return self.audit is None or self.audit.flush(remaining())
+
+    def release(self, name: str, version: str | None, *, by: str, reason: str) -> list[str]:
+        """Lift quarantines and rollbacks of ``version`` (every version without one) of model
+        ``name``; each release is written to the decision log with who and why."""
+        lifted = self.keeper.health.release(name, version)
+        released: list[str] = []
+        if self.supervisor is not None:
+            versions = None if version is None else [version]
+            released = self.supervisor.release(name, versions, by=by, reason=reason)
+        if self.audit is not None:
+            for each in sorted(set(lifted) - set(released)):
+                self.audit.action("release", name, each, by=by, reason=reason)
+        return sorted({*lifted, *released})
+
+    def flags_changed(self, changed: frozenset[str] | None) -> None:
+        """A provider reports changed flags (``None``: it did not say which): the serving
+        policy lifts back-offs and prewarms; rollbacks the flag no longer selects are lifted."""
+        affected = self.policy.flags_changed(changed)
+        prewarmer = self.policy.prewarmer
+        if self.supervisor is not None and prewarmer is not None:
+            for name in affected:
+                contexts = prewarmer.ring(name).snapshot()
+                release_moved_rollbacks(self.supervisor, name, contexts, self.policy.selects)
+
     def close(self) -> None:
         """Stop every background part and release resources, the change feed first."""
         self.feed.close()
@@ -105,7 +140,6 @@ def assemble(
     registry: Registry,
     options: Options,
     *,
-    on_change: Callable[[frozenset[str] | None], None],
     client: OpenFeatureClient | None = None,
     domain: str | None = None,
     state_dir: str | os.PathLike[str] | None = None,
@@ -120,6 +154,12 @@ def assemble(
     """Make and wire the parts (see the module docstring for the order)."""
     specs = registry.models
     events = EventDispatcher(listeners)
+    assembled: list[Parts] = []  # change events arriving before assembly ends are not for us
+
+    def on_change(changed: frozenset[str] | None) -> None:
+        if assembled:
+            assembled[0].flags_changed(changed)
+
     feed = ChangeFeed(client if client is not None else api.get_client(domain), on_change)
     env_path = os.environ.get(OVERRIDES_ENV) or None
     layer = overrides_layer(
@@ -183,7 +223,11 @@ def assemble(
     keeper.oversight = supervisor
     if supervisor is not None:
         supervisor.actions = audit
-    return Parts(registry, events, feed, resolver, layer, keeper, shadow, policy, supervisor, audit)
+    parts = Parts(
+        registry, events, feed, resolver, layer, keeper, shadow, policy, supervisor, audit
+    )
+    assembled.append(parts)
+    return parts
 
 
 def _decision_log(options: AuditOptions) -> DecisionLog | None:

@@ -9,7 +9,6 @@ Which version serves, and what a failure costs, is decided in one place,
 from __future__ import annotations
 
 import contextlib
-import numbers
 import os
 import random as _random
 import time
@@ -30,9 +29,10 @@ from modelflags.options import (
     ShadowOptions,
     gather,
 )
-from modelflags.registry import Registry, load_registry
+from modelflags.registry import Registry
+from modelflags.registry.files import as_registry
 from modelflags.rollout.metrics import VersionMetrics
-from modelflags.rollout.promotion import release_moved_rollbacks
+from modelflags.rollout.recording import finite
 from modelflags.rollout.supervision import Supervisor
 from modelflags.serving.context import to_context
 from modelflags.serving.handle import ServedModel, ServingReason
@@ -112,12 +112,10 @@ class ModelFlags:
         options = gather(
             flat, cache=cache, shadow=shadow, prewarm=prewarm, rollout=rollout, audit=audit
         )
-        self.registry = _as_registry(registry)
-        self._closed = True  # until assembled: a change event arriving meanwhile is ignored
+        self.registry = as_registry(registry)
         self._parts = parts = assemble(
             self.registry,
             options,
-            on_change=self._on_change,
             client=client,
             domain=domain,
             state_dir=state_dir,
@@ -175,18 +173,6 @@ class ModelFlags:
         with self._resolver.pinned(versions):
             yield
 
-    def _on_change(self, changed: frozenset[str] | None) -> None:
-        """A provider reports changed flags (``None``: it did not say which)."""
-        if self._closed:
-            return
-        affected = self._policy.flags_changed(changed)
-        prewarmer = self._policy.prewarmer
-        if self._supervisor is not None and prewarmer is not None:
-            for name in affected:
-                release_moved_rollbacks(
-                    self._supervisor, name, prewarmer.ring(name).snapshot(), self._policy.selects
-                )
-
     # -- metrics, outcomes, guardrails ---------------------------------------------------------
 
     def metrics(self, name: str) -> dict[str, VersionMetrics]:
@@ -218,7 +204,7 @@ class ModelFlags:
         else:
             model_name, served, context = model, version, None
         self._version(model_name, served)
-        number = _finite(value, f"outcome {name!r} of model {model_name!r}")
+        number = finite(value, f"outcome {name!r} of model {model_name!r}")
         if self._supervisor is not None:
             self._supervisor.record_outcome(model_name, served, name, number)
         self._resolver.track(name, context, number, model_name, served)
@@ -308,11 +294,9 @@ class ModelFlags:
         ``PrometheusMetrics`` exporter given to this instance, else the default one (summing every
         worker's files in gunicorn's multi-process mode). Needs ``modelflags[prometheus]``.
         """
-        from modelflags.telemetry.prometheus import PrometheusMetrics, metrics_app
+        from modelflags.telemetry.prometheus import app_for
 
-        exporters = () if self._supervisor is None else self._supervisor.exporters
-        recorder = next((r for r in exporters if isinstance(r, PrometheusMetrics)), None)
-        return recorder.app(asgi=asgi) if recorder is not None else metrics_app(asgi=asgi)
+        return app_for(() if self._supervisor is None else self._supervisor.exporters, asgi=asgi)
 
     def _version(self, name: str, version: str | None) -> ModelEntry:
         """Model ``name``'s entry; :class:`ModelUnavailableError` when it is unknown or has no
@@ -338,15 +322,14 @@ class ModelFlags:
         flag errors, rollbacks, the flag source's health and extension failures."""
         return self._parts.status()
 
-    def release(self, name: str, version: str | None = None, *, by: str = "operator") -> list[str]:
+    def release(
+        self, name: str, version: str | None = None, *, by: str = "operator", reason: str = ""
+    ) -> list[str]:
         """Lift the quarantine and rollback of ``version`` (or of every version) of ``name`` now;
-        its breaches, proposals and metrics are forgotten, so it is judged afresh."""
+        its breaches, proposals and metrics are forgotten, so it is judged afresh. ``by`` and
+        ``reason`` go to the decision log."""
         self._policy.model(name)
-        released = self._keeper.health.release(name, version)
-        if self._supervisor is not None:
-            versions = None if version is None else [version]
-            released = sorted({*released, *self._supervisor.release(name, versions, by=by)})
-        return released
+        return self._parts.release(name, version, by=by, reason=reason)
 
     def add_listener(
         self, listener: Listener, *, types: Iterable[type[Event]] | None = None
@@ -360,15 +343,7 @@ class ModelFlags:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait for shadow calls, then events and decision log lines; False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-
-        def remaining() -> float | None:
-            return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-        audit = self._parts.audit
-        if not self._shadow.flush(timeout) or not self._events.flush(remaining()):
-            return False
-        return audit is None or audit.flush(remaining())
+        return self._parts.flush(timeout)
 
     def recent_decisions(
         self, limit: int = 50, *, model: str | None = None
@@ -429,21 +404,3 @@ class ModelFlags:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _as_registry(registry: str | os.PathLike[str] | Registry | Mapping[str, Any]) -> Registry:
-    if isinstance(registry, Registry):
-        return registry
-    if isinstance(registry, Mapping):
-        return Registry.from_mapping(registry, source="<mapping>")
-    return load_registry(registry)
-
-
-def _finite(value: object, what: str) -> float:
-    """``value`` as a finite float; ``ValueError`` for NaN, infinities and non-numbers."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{what}: {value!r} is not a number")
-    number = float(value)
-    if number != number or number in (float("inf"), float("-inf")):
-        raise ValueError(f"{what}: {value!r} is not a finite number")
-    return number

@@ -9,6 +9,7 @@
     modelflags validate REGISTRY [--flags FILE]      schema, artifacts, digests, a flagd file
     modelflags prefetch REGISTRY                     download remote artifacts into the cache
     modelflags cache ls | prune                      the artifact cache, and its retention
+    modelflags status --url URL                      a running application's status page
 
 Every command takes ``--help`` and ``--json``. Exit status: 0 when everything is fine, 1 when the
 command found problems (each is listed), 2 for invalid arguments, an unreadable or invalid
@@ -21,7 +22,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from modelflags.cli import cache, hashing, prefetch, show, validate, versions
+from modelflags.cli import cache, hashing, prefetch, show, status, validate, versions
 from modelflags.cli.output import USAGE, Output, common_options
 from modelflags.errors import ModelFlagsError
 
@@ -56,6 +57,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"modelflags {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = common_options()
-    for module in (hashing, versions, show, validate, prefetch, cache):
+    for module in (hashing, versions, show, validate, prefetch, cache, status):
         module.add_commands(commands, common)
     return parser

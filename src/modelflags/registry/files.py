@@ -17,7 +17,7 @@ from typing import Any
 from modelflags.errors import RegistryError
 from modelflags.registry.schema import Registry
 
-__all__ = ["load_registry", "parse_registry_text", "read_registry_text"]
+__all__ = ["as_registry", "load_registry", "parse_registry_text", "read_registry_text"]
 
 
 def load_registry(path: str | os.PathLike[str]) -> Registry:
@@ -130,3 +130,12 @@ def _refuse_duplicates(value: Any, path: list[str]) -> None:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _refuse_duplicates(item, [*path, str(index)])
+
+
+def as_registry(registry: str | os.PathLike[str] | Registry | Mapping[str, Any]) -> Registry:
+    """A :class:`Registry` from a registry, a mapping of the same shape, or a file path."""
+    if isinstance(registry, Registry):
+        return registry
+    if isinstance(registry, Mapping):
+        return Registry.from_mapping(registry, source="<mapping>")
+    return load_registry(registry)

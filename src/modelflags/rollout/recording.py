@@ -9,11 +9,13 @@ recorded.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from collections.abc import Sequence
 
 from modelflags.rollout.metrics import Metrics, MetricsRecorder
 
-__all__ = ["Recording"]
+__all__ = ["Recording", "finite"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,3 +57,14 @@ class Recording:
                 exporter,
                 self.errors,
             )
+
+
+def finite(value: object, what: str) -> float:
+    """``value`` as a finite float; ``ValueError`` naming ``what`` for NaN, infinities, strings
+    (``"nan"`` included) and anything else that is not a real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{what}: {value!r} is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{what}: {value!r} is not a finite number")
+    return number

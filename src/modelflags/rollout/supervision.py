@@ -329,6 +329,7 @@ class Supervisor:
         *,
         forget: bool = True,
         by: str = "operator",
+        reason: str = "",
     ) -> list[str]:
         """Lift rollbacks of ``model`` (all, or ``versions``).
 
@@ -355,7 +356,8 @@ class Supervisor:
                 self.metrics.reset(model, version)
         released = sorted(chosen & current)
         for version in released:
-            self._record("release", model, version, by=by if forget else "flag", reason="")
+            why = reason if forget else "the flag no longer selects it"
+            self._record("release", model, version, by=by if forget else "flag", reason=why)
         return released
 
     def snapshot(self, model: str) -> dict[str, VersionMetrics]:

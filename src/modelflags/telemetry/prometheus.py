@@ -79,7 +79,7 @@ import math
 import os
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +105,7 @@ __all__ = [
     "LATENCY_BUCKETS_S",
     "MULTIPROC_ENV",
     "PrometheusMetrics",
+    "app_for",
     "exposition_registry",
     "metrics_app",
     "multiprocess_mode",
@@ -375,3 +376,10 @@ def metrics_app(
     """
     collecting = exposition_registry(registry, multiprocess_dir=multiprocess_dir)
     return make_asgi_app(collecting) if asgi else make_wsgi_app(collecting)
+
+
+def app_for(exporters: Iterable[object], *, asgi: bool = False) -> Callable[..., Any]:
+    """The exposition app of the first :class:`PrometheusMetrics` among ``exporters`` (its own
+    registry), else :func:`metrics_app`'s default."""
+    recorder = next((r for r in exporters if isinstance(r, PrometheusMetrics)), None)
+    return recorder.app(asgi=asgi) if recorder is not None else metrics_app(asgi=asgi)
