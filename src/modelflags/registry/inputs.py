@@ -208,15 +208,19 @@ def _from_array(value: object) -> Inputs:
 
 
 def _plain(array: NDArray[Any], what: str) -> NDArray[Any]:
-    """``array`` as an array the ``.npz`` can hold without pickling (objects only if text)."""
+    """``array`` as an array the ``.npz`` can hold without pickling: objects that are all text
+    become text, all numbers become floats; anything else is refused."""
     if array.dtype.kind in _PLAIN_KINDS:
         return array
-    if array.dtype.kind == "O" and all(isinstance(item, str) for item in array.ravel()):
-        return array.astype(str)
     if array.dtype.kind == "O":
-        odd = next(item for item in array.ravel() if not isinstance(item, str))
+        items = array.ravel()
+        if all(isinstance(item, str) for item in items):
+            return array.astype(str)
+        if all(isinstance(item, int | float) and not isinstance(item, bool) for item in items):
+            return array.astype(float)
+        odd = next(item for item in items if not isinstance(item, str | int | float))
         raise ValueError(
-            f"{what} holds {type(odd).__name__} values ({odd!r}): examples hold numbers, "
-            "booleans, dates and text without missing values"
+            f"{what}: {odd!r} ({type(odd).__name__}) among objects; examples hold numbers, "
+            "booleans, dates and text (a missing number is NaN, missing text is not allowed)"
         )
     raise ValueError(f"{what} has values of type {array.dtype}, which examples cannot hold")
