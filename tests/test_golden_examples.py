@@ -226,6 +226,8 @@ def test_without_pandas_a_csv_of_numbers_is_read_for_a_model_fitted_on_an_array(
         (np.ones((MAX_ROWS + 1, 3)), f"over the limit of {MAX_ROWS}"),
         (np.array([[1, None, 2]], dtype=object), r"None \(NoneType\) among objects"),
         (np.array([["a", None, "b"]], dtype=object), r"None \(NoneType\) among objects"),
+        (np.array([["a", 1, 2.5]], dtype=object), "the examples: text mixed with numbers"),
+        (pd.DataFrame({"a": ["x", None, "y"]}), r"column 'a': text with missing values \(NaN\)"),
         ("missing.npy", "examples file not found"),
         ("sample.txt", "use a .npy, .csv or .parquet file of examples"),
     ],
@@ -243,6 +245,13 @@ def test_examples_that_do_not_fit_are_refused_and_nothing_is_written(
     assert f"{folder / 'r.toml'}: model 'm' version 'v1'" in str(caught.value)
     assert caught.value.field == "versions.v1.examples"
     assert not (folder / "r.toml").exists() and not (folder / "examples").exists()
+
+
+def test_objects_that_are_all_numbers_become_floats() -> None:
+    """An object array of Python and numpy numbers (as a DataFrame may give) is read as floats."""
+    inputs = read_inputs(np.array([[1, np.int64(2), 3.5]], dtype=object))
+    assert inputs.arrays[0].dtype == np.float64
+    np.testing.assert_array_equal(inputs.arrays[0], [[1.0, 2.0, 3.5]])
 
 
 def test_named_examples_lacking_a_feature_of_the_model_are_refused(

@@ -9,6 +9,7 @@ examples can be written and read without pickling anything.
 from __future__ import annotations
 
 import csv
+import numbers
 import os
 import sys
 from dataclasses import dataclass
@@ -216,11 +217,19 @@ def _plain(array: NDArray[Any], what: str) -> NDArray[Any]:
         items = array.ravel()
         if all(isinstance(item, str) for item in items):
             return array.astype(str)
-        if all(isinstance(item, int | float) and not isinstance(item, bool) for item in items):
+        if all(_is_number(item) for item in items):
             return array.astype(float)
-        odd = next(item for item in items if not isinstance(item, str | int | float))
+        odd = [item for item in items if not isinstance(item, str) and not _is_number(item)]
+        if not odd and any(isinstance(item, float) and item != item for item in items):
+            raise ValueError(f"{what}: text with missing values (NaN), which examples cannot hold")
+        if not odd:
+            raise ValueError(f"{what}: text mixed with numbers")
         raise ValueError(
-            f"{what}: {odd!r} ({type(odd).__name__}) among objects; examples hold numbers, "
+            f"{what}: {odd[0]!r} ({type(odd[0]).__name__}) among objects; examples hold numbers, "
             "booleans, dates and text (a missing number is NaN, missing text is not allowed)"
         )
     raise ValueError(f"{what} has values of type {array.dtype}, which examples cannot hold")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
