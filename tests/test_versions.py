@@ -451,6 +451,8 @@ def test_bad_promotions_are_clear_errors(
 
 
 def test_the_top_level_package_offers_register_and_promote() -> None:
-    """``modelflags.register`` and ``modelflags.promote`` are the registry's functions."""
-    assert modelflags.register is register
+    """``modelflags.register`` is the registry's function that loads artifacts to run examples;
+    ``modelflags.promote`` is the registry's."""
+    assert modelflags.register.__wrapped__ is register  # type: ignore[attr-defined]
+    assert modelflags.register.__doc__ == register.__doc__
     assert modelflags.promote is promote

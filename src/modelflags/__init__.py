@@ -32,6 +32,7 @@ from modelflags.errors import (
     RegistryError,
     VersionLoadError,
 )
+from modelflags.golden import CheckReport, VersionCheck, check, register
 from modelflags.options import (
     AuditOptions,
     CacheOptions,
@@ -47,7 +48,6 @@ from modelflags.registry import (
     VersionSpec,
     load_registry,
     promote,
-    register,
 )
 from modelflags.rollout.actuators.base import Actuator
 from modelflags.rollout.metrics import MetricsRecorder, VersionMetrics
@@ -107,6 +107,7 @@ __all__ = [
     "CacheOptions",
     "CanaryDriver",
     "CanaryResult",
+    "CheckReport",
     "DecisionLog",
     "DeserializationError",
     "DigestMismatchError",
@@ -151,6 +152,7 @@ __all__ = [
     "ShadowStats",
     "Stage",
     "UnleashActuator",
+    "VersionCheck",
     "VersionLoadError",
     "VersionLoadFailed",
     "VersionLoaded",
@@ -159,6 +161,7 @@ __all__ = [
     "VersionRolledBack",
     "VersionSpec",
     "__version__",
+    "check",
     "configure",
     "get_model",
     "load_registry",

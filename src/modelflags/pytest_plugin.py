@@ -12,6 +12,9 @@ ends::
     @pytest.mark.model_versions(recommender="v1", ranker="2024-05")
     def test_with_the_old_models():
         ...
+
+The ``every_model_version`` marker (a test run once per version that may serve, and the
+``model_version`` fixture) lives in :mod:`modelflags.pytest_every_version`, loaded from here.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from modelflags.serving import pins
 from modelflags.testing import ModelOverrides
 
 __all__ = ["model_overrides"]
+
+pytest_plugins = ["modelflags.pytest_every_version"]
 
 
 @pytest.fixture

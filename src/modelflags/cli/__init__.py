@@ -7,6 +7,8 @@
     modelflags promote REGISTRY MODEL VERSION --to STAGE [--by NAME] [--reason TEXT]
     modelflags show REGISTRY MODEL [VERSION]         lineage, stage history, compatibility
     modelflags validate REGISTRY [--flags FILE]      schema, artifacts, digests, a flagd file
+    modelflags check REGISTRY [--model M]            every version that may serve loads and
+                                                     answers its examples as recorded
     modelflags prefetch REGISTRY                     download remote artifacts into the cache
     modelflags cache ls | prune                      the artifact cache, and its retention
     modelflags status --url URL                      a running application's status page
@@ -22,7 +24,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from modelflags.cli import cache, hashing, prefetch, show, status, validate, versions
+from modelflags.cli import cache, check, hashing, prefetch, show, status, validate, versions
 from modelflags.cli.output import USAGE, Output, common_options
 from modelflags.errors import ModelFlagsError
 
@@ -57,6 +59,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"modelflags {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = common_options()
-    for module in (hashing, versions, show, validate, prefetch, cache, status):
+    for module in (hashing, versions, show, validate, check, prefetch, cache, status):
         module.add_commands(commands, common)
     return parser

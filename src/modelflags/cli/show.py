@@ -119,6 +119,8 @@ def _version(model: ModelSpec, version: str, spec: VersionSpec, output: Output) 
             listed = ", ".join(f"{k} {v}" for k, v in recorded.libraries.items())
             lines.append(f"  python     {recorded.python or '-'} on {recorded.platform or '-'}")
             lines.append(f"  libraries  {listed or '-'}")
+    if spec.examples is not None:
+        lines.append(f"  examples   {spec.examples.rows} rows in {spec.examples.uri}")
     lines.append("  history")
     for entry in spec.history or ():
         came = f"{entry.previous} -> " if entry.previous else ""
@@ -137,6 +139,7 @@ def _version(model: ModelSpec, version: str, spec: VersionSpec, output: Output) 
             "size": spec.size,
             "lineage": lineage.model_dump(mode="json", exclude_none=True) if lineage else None,
             "history": [entry.model_dump(mode="json") for entry in spec.history],
+            "examples": spec.examples.model_dump(exclude={"location"}) if spec.examples else None,
             "compatibility": {
                 "action": verdict.action,
                 "message": verdict.message,

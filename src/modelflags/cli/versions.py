@@ -8,7 +8,8 @@ import json
 from typing import Any
 
 from modelflags.cli.output import OK, USAGE, Output, size_text
-from modelflags.registry import STAGES, promote, register
+from modelflags.golden import register
+from modelflags.registry import STAGES, promote
 
 __all__ = ["add_commands"]
 
@@ -49,6 +50,14 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         "--source-dir", metavar="DIR", help="where git and dvc.lock are read (default: here)"
     )
     parser.add_argument("--by", metavar="NAME", help="who registers (default: the login name)")
+    parser.add_argument(
+        "--examples",
+        metavar="FILE",
+        help=(
+            "a small sample of inputs (.npy, .csv, or .parquet with pyarrow): the version is "
+            "loaded and run on them, and inputs and outputs are kept for `modelflags check`"
+        ),
+    )
     parser.set_defaults(run=run_register)
 
     parser = commands.add_parser(
@@ -91,6 +100,7 @@ def run_register(args: argparse.Namespace, output: Output) -> int:
         libraries=args.library,
         source_dir=args.source_dir,
         user=args.by,
+        examples=args.examples,
     )
     lineage = result.lineage
     git = lineage.git
@@ -99,7 +109,7 @@ def run_register(args: argparse.Namespace, output: Output) -> int:
         f"registered {result.model} {result.version} in {result.registry}"
         if result.created
         else f"{result.model} {result.version} is already registered with these bytes; "
-        "nothing changed"
+        + ("examples added" if result.examples_added else "nothing changed")
     )
     lines = [
         head,
@@ -109,6 +119,9 @@ def run_register(args: argparse.Namespace, output: Output) -> int:
         f"  git     {git.commit[:12] + (' (dirty)' if git.dirty else '') if git else '-'}",
         f"  libs    {', '.join(f'{k} {v}' for k, v in libraries.items()) or '-'}",
     ]
+    examples = result.examples
+    if examples is not None:
+        lines.append(f"  examples {examples.rows} rows in {examples.uri}")
     if result.same_bytes_as:
         output.warn(
             f"{result.model}/{result.version} has the same bytes as "
@@ -126,6 +139,8 @@ def run_register(args: argparse.Namespace, output: Output) -> int:
             "stage": result.stage,
             "same_bytes_as": list(result.same_bytes_as),
             "lineage": lineage.model_dump(mode="json", exclude_none=True),
+            "examples": examples.model_dump(exclude={"location"}) if examples else None,
+            "examples_added": result.examples_added,
         },
         lines,
     )

@@ -30,7 +30,7 @@ from modelflags.registry.files import parse_registry_text, read_registry_text
 from modelflags.registry.records import Stage
 from modelflags.registry.schema import Registry
 
-__all__ = ["Edit", "add_version", "edit_registry", "plain", "set_stage"]
+__all__ = ["Edit", "add_version", "edit_registry", "plain", "set_stage", "set_version_field"]
 
 T = TypeVar("T")
 _INDENT = re.compile(r"\n([ \t]+)\S")
@@ -277,3 +277,9 @@ def _rank(item: Any) -> int:
     if isinstance(item, Table):
         return 2
     return 1
+
+
+def set_version_field(edit: Edit, model: str, version: str, key: str, value: Any) -> None:
+    """Set one field of a registered version (a small flat table is written inline in TOML)."""
+    table = edit.document["models"][model]["versions"][version]
+    table[key] = _toml(value) if edit.toml and _is_table(table) else value

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from modelflags.registry.compat import CompatPolicy
+from modelflags.registry.examples import ExamplesRef
 from modelflags.registry.guardrails import GuardrailRules
 from modelflags.registry.messages import registry_error
 from modelflags.registry.records import Environment, HistoryEntry, Lineage, Stage
@@ -57,7 +58,8 @@ class VersionSpec(BaseModel):
 
     ``location`` is the URI made absolute: a local path for files, the URL for remote artifacts.
     ``stage``, ``history`` and ``lineage`` are described in :mod:`modelflags.registry.records`;
-    ``metadata`` is free-form.
+    ``examples`` (inputs and the outputs the version gave on them) in
+    :mod:`modelflags.registry.examples`; ``metadata`` is free-form.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -70,6 +72,7 @@ class VersionSpec(BaseModel):
     stage: Stage = "candidate"
     history: tuple[HistoryEntry, ...] = ()
     lineage: Lineage | None = None
+    examples: ExamplesRef | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     location: str = ""
 

@@ -2,14 +2,16 @@
 
 Both edit the file through :func:`~modelflags.registry.editing.edit_registry` (locked, validated,
 atomic; TOML comments kept). Ids are immutable: registering an id again with the same bytes
-changes nothing, with other bytes is refused. Every refusal is a
-:class:`~modelflags.errors.RegistryError` (an :class:`~modelflags.errors.ArtifactNotFoundError`
-for a missing artifact) raised before anything is written.
+changes nothing (except to add examples to a version that has none), with other bytes is
+refused. Every refusal is a :class:`~modelflags.errors.RegistryError` (an
+:class:`~modelflags.errors.ArtifactNotFoundError` for a missing artifact) raised before anything
+is written.
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -20,12 +22,21 @@ from typing import Any
 
 from modelflags.errors import ArtifactNotFoundError, RegistryError
 from modelflags.registry.capture import collect_lineage, file_digest
-from modelflags.registry.editing import Edit, add_version, edit_registry, plain, set_stage
+from modelflags.registry.editing import (
+    Edit,
+    add_version,
+    edit_registry,
+    plain,
+    set_stage,
+    set_version_field,
+)
+from modelflags.registry.examples import ExamplesRef, store_examples
 from modelflags.registry.messages import suggest
 from modelflags.registry.records import STAGES, HistoryEntry, Lineage, Stage
-from modelflags.registry.schema import check_id
+from modelflags.registry.replay import Load, record_examples
+from modelflags.registry.schema import VersionSpec, check_id
 
-__all__ = ["Promoted", "Registered", "current_user", "promote", "register"]
+__all__ = ["Load", "Promoted", "Registered", "current_user", "promote", "register"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +44,9 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Registered:
     """The outcome of :func:`register`. ``created`` is False when the same bytes were already
-    registered under this id (nothing written); ``same_bytes_as`` lists the model's other
-    versions with this digest (usually a copy-paste mistake). Immutable: safe to share."""
+    registered under this id (nothing written but, with ``examples_added``, the examples);
+    ``same_bytes_as`` lists the model's other versions with this digest (usually a copy-paste
+    mistake); ``examples`` says where the version's examples are. Immutable: safe to share."""
 
     registry: str
     model: str
@@ -46,6 +58,8 @@ class Registered:
     created: bool
     lineage: Lineage
     same_bytes_as: tuple[str, ...] = ()
+    examples: ExamplesRef | None = None
+    examples_added: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,8 @@ def register(
     libraries: Iterable[str] = (),
     source_dir: str | os.PathLike[str] | None = None,
     user: str | None = None,
+    examples: object = None,
+    load: Load | None = None,
     clock: Callable[[], datetime] = _utc_now,
     lock_timeout: float = 10.0,
 ) -> Registered:
@@ -106,9 +122,18 @@ def register(
     ``uri`` is written instead of the artifact's path (for an artifact to be uploaded: its
     digest is still computed from the local file).
 
+    ``examples`` (a ``.npy``, ``.csv`` or ``.parquet`` file, a DataFrame or an array: a small
+    sample of inputs) are run through the version, ``estimator`` when given, else the artifact
+    loaded with ``load`` (:func:`modelflags.register` passes the package's loaders); the inputs
+    and what ``predict`` (and ``predict_proba``) answered are stored as
+    ``examples/<sha256>.npz`` beside the registry and referenced from the version (see
+    :mod:`modelflags.registry.examples`). Given for a version already registered with the same
+    bytes and no examples, they are added to it.
+
     Raises :class:`ArtifactNotFoundError` for a missing artifact and :class:`RegistryError` for
     an invalid name, id or stage, an id already registered with other bytes, a missing data file,
-    a production stage that needs an approver, a locked or concurrently changed file.
+    examples that cannot be read or do not fit the model (or differ from those the version
+    has), a production stage that needs an approver, a locked or concurrently changed file.
     """
     where = os.fspath(registry)
     _check_name(model, "model name", where, model=None)
@@ -140,6 +165,15 @@ def register(
         where=where,
         model=model,
     )
+    sample = None
+    if examples is not None:
+        being_registered = VersionSpec(
+            uri=str(path.absolute()), sha256=sha256, size=size, loader=loader
+        )
+        sample = record_examples(
+            examples, estimator=estimator, load=load, spec=being_registered, where=where,
+            model=model, version=version,
+        )  # fmt: skip
     written_uri = uri if uri is not None else _relative_uri(path, Path(where))
     first = HistoryEntry(stage=chosen, at=at, by=who, reason="registered")
     entry: dict[str, Any] = {"uri": written_uri, "sha256": sha256, "size": size}
@@ -148,6 +182,16 @@ def register(
     entry["stage"] = chosen
     entry["lineage"] = plain(lineage.model_dump(exclude_none=True))
     entry["history"] = [plain(first.model_dump(exclude_none=True))]
+    written: list[Path] = []
+
+    def keep_examples(sample: tuple[bytes, int]) -> tuple[ExamplesRef, dict[str, Any]]:
+        data, rows = sample
+        ref_uri, digest, file, created = store_examples(data, Path(where))
+        if created:
+            written.append(file)
+        ref = {"uri": ref_uri, "sha256": digest, "rows": rows}
+        base = Path(where).absolute().parent
+        return ExamplesRef.model_validate(ref, context={"base_dir": base}), ref
 
     def change(edit: Edit) -> Registered:
         spec = edit.registry.models.get(model)
@@ -172,14 +216,30 @@ def register(
         if version in known_versions:
             known = known_versions[version]
             if known.sha256 == sha256:
-                edit.changed = False
-                return replace(
+                unchanged = replace(
                     outcome,
                     uri=known.uri,
                     stage=known.stage,
                     created=False,
                     lineage=known.lineage or lineage,
+                    examples=known.examples,
                 )
+                if sample is None or _same_examples(known.examples, sample[0]):
+                    edit.changed = False
+                    return unchanged
+                if known.examples is not None:
+                    raise RegistryError(
+                        f"{where}: model {model!r} version {version!r} already has examples "
+                        f"({known.examples.uri}, sha256 {known.examples.sha256}); they record "
+                        "what the version answered when they were added and are not replaced: "
+                        "nothing was written",
+                        file=where,
+                        model=model,
+                        field=f"versions.{version}.examples",
+                    )
+                ref, plain_ref = keep_examples(sample)
+                set_version_field(edit, model, version, "examples", plain_ref)
+                return replace(unchanged, examples=ref, examples_added=True)
             raise RegistryError(
                 f"{where}: model {model!r} version {version!r} is already registered with "
                 f"{'sha256 ' + known.sha256 if known.sha256 else 'no sha256'}; a version id "
@@ -196,6 +256,9 @@ def register(
                 model=model,
                 field=f"versions.{version}.stage",
             )
+        if sample is not None:
+            ref, entry["examples"] = keep_examples(sample)
+            outcome = replace(outcome, examples=ref)
         add_version(edit, model, version, entry, new_model=spec is None)
         if same:
             logger.warning(
@@ -207,7 +270,16 @@ def register(
             )
         return outcome
 
-    return edit_registry(registry, change, create=True, lock_timeout=lock_timeout)
+    try:
+        return edit_registry(registry, change, create=True, lock_timeout=lock_timeout)
+    except BaseException:
+        for file in written:  # examples stored for an edit that was not written
+            file.unlink(missing_ok=True)
+        raise
+
+
+def _same_examples(known: ExamplesRef | None, data: bytes) -> bool:
+    return known is not None and known.sha256 == hashlib.sha256(data).hexdigest()
 
 
 def promote(
