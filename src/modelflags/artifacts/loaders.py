@@ -28,13 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from modelflags.artifacts.naming import Subject, redact_uri
-from modelflags.artifacts.verified import (
-    CHUNK_SIZE,
-    ByteBounds,
-    VerifiedArtifact,
-    read_file,
-    suffix_of,
-)
+from modelflags.artifacts.reading import ByteBounds, read_file, suffix_of
+from modelflags.artifacts.verified import CHUNK_SIZE, VerifiedArtifact
 from modelflags.errors import DeserializationError, RegistryError
 from modelflags.registry import VersionSpec
 

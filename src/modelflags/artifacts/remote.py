@@ -43,16 +43,11 @@ from modelflags.artifacts.cache_layout import CacheLayout, default_cache_dir
 from modelflags.artifacts.errors import SizeMismatchError
 from modelflags.artifacts.http import DEFAULT_TIMEOUT, HttpSource
 from modelflags.artifacts.naming import Subject
+from modelflags.artifacts.reading import ByteBounds, read_stream, suffix_of
 from modelflags.artifacts.retry import DEFAULT_RETRY, Deadline, Restart, Retryable, RetryPolicy
 from modelflags.artifacts.s3 import S3Source
 from modelflags.artifacts.transfer import DeadlinePassed, Job, ProgressEvent, receive
-from modelflags.artifacts.verified import (
-    CHUNK_SIZE,
-    ByteBounds,
-    VerifiedArtifact,
-    read_stream,
-    suffix_of,
-)
+from modelflags.artifacts.verified import CHUNK_SIZE, VerifiedArtifact
 from modelflags.errors import (
     ArtifactError,
     ArtifactTooLargeError,

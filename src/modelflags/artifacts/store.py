@@ -35,13 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from modelflags.artifacts.naming import Subject
-from modelflags.artifacts.verified import (
-    ByteBounds,
-    LoadedArtifact,
-    VerifiedArtifact,
-    read_file,
-    suffix_of,
-)
+from modelflags.artifacts.reading import ByteBounds, read_file, suffix_of
+from modelflags.artifacts.verified import LoadedArtifact, VerifiedArtifact
 from modelflags.errors import ArtifactError, ArtifactTooLargeError
 from modelflags.registry import VersionSpec
 

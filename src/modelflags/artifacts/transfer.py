@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 
 from modelflags.artifacts.cache_layout import CacheLayout
 from modelflags.artifacts.naming import ErrorArgs, Subject
+from modelflags.artifacts.reading import ByteBounds
 from modelflags.artifacts.retry import Deadline, Restart, Retryable
-from modelflags.artifacts.verified import CHUNK_SIZE, ByteBounds
+from modelflags.artifacts.verified import CHUNK_SIZE
 from modelflags.errors import DigestMismatchError
 
 __all__ = [
