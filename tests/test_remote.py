@@ -637,6 +637,44 @@ def test_memory_stays_flat_while_downloading_a_large_artifact(
     assert peak < 8 * MiB
 
 
+def test_open_keeps_no_more_of_an_unbounded_download_in_memory_than_its_allowance(
+    server: ArtifactServer,
+    make_fetcher: Callable[..., RemoteFetcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a declared size or max_bytes, open() holds at most KEEP_UNBOUNDED bytes while
+    downloading (a server sending wrong or endless bytes cannot fill memory); past it the
+    published entry is read back, and the bytes handed over are still the verified ones."""
+    from modelflags.artifacts import transfer
+
+    monkeypatch.setattr(transfer, "KEEP_UNBOUNDED", MiB)
+    data = blob(30 * MiB)
+    url = server.add("/large", data)
+    fetcher = make_fetcher()
+    tracemalloc.start()
+    try:  # 30 MiB that are not the registered artifact
+        with pytest.raises(DigestMismatchError):
+            fetcher.open(model="m", version="v1", uri=url, sha256=sha(b"another artifact"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MiB
+    artifact = fetcher.open(model="m", version="v1", uri=url, sha256=sha(data))
+    assert artifact.read_bytes() == data and artifact.sha256 == sha(data)
+
+
+def test_open_hands_over_the_downloaded_bytes_without_reading_them_back(
+    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
+) -> None:
+    """A bounded download keeps its bytes: the loader gets them even if the entry is gone."""
+    data = blob(2 * MiB + 3)
+    url = server.add("/a", data)
+    fetcher = make_fetcher(max_bytes=4 * MiB)
+    artifact = fetcher.open(model="m", version="v1", uri=url, sha256=sha(data))
+    fetcher.cache_path(sha(data)).unlink()
+    assert artifact.read_bytes() == data and artifact.size == len(data)
+
+
 # -- headers and secrets --------------------------------------------------------------------
 
 

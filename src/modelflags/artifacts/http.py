@@ -70,7 +70,7 @@ class _DropOwnRequests(logging.Filter):
         return not _OWN_REQUEST.get()
 
 
-_GUARD = _DropOwnRequests("modelflags")
+_GUARD = _DropOwnRequests()
 _GUARD_LOCK = threading.Lock()
 
 

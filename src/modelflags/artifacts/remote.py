@@ -327,8 +327,17 @@ class RemoteFetcher:
                     )
                 logger.info("%s: downloaded %s", job.where(), job.shown)
                 suffix = suffix_of(job.uri)
-                if keep:
+                if keep and kept is not None:
                     return VerifiedArtifact(job.subject, kept, sha256=job.digest, suffix=suffix)
+                if keep:  # too large to hold while downloading: read the entry back
+                    found = self._cached(job, keep=True, discard=True)
+                    if found is None:
+                        raise FetchError(
+                            f"{job.where()}: the cache entry of {job.shown} changed right after "
+                            "its download",
+                            **job.error_args(),
+                        )
+                    return found
                 size = layout.entry(job.digest).stat().st_size
                 return VerifiedArtifact.checked_only(
                     job.subject, size, sha256=job.digest, suffix=suffix

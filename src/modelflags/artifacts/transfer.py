@@ -41,6 +41,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _SYNC_EVERY = 8 * CHUNK_SIZE
+
+KEEP_UNBOUNDED = 512 << 20
+"""Most bytes of a download kept in memory for its loader when neither the registry's ``size``
+nor ``max_bytes`` bounds the artifact (more are read back from the cache entry instead)."""
 _datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 
@@ -136,19 +140,24 @@ def receive(
     progress: Callable[[ProgressEvent], None] | None,
     progress_min_bytes: int,
     keep: bool,
-) -> list[bytes]:
+) -> list[bytes] | None:
     """Stream ``body`` into the partial file, hashing it; publish it if digest and size match.
 
-    Returns the artifact's bytes, in chunks, when ``keep`` (an earlier run's bytes included),
-    else an empty list. Raises :class:`Retryable` for a body that ended before its length,
-    :class:`Restart` for a resumed file that does not match, :class:`DeadlinePassed`, and
-    ArtifactErrors for what retrying cannot mend (too large, size or digest mismatch).
+    With ``keep``, returns the artifact's bytes in chunks (an earlier run's bytes included), as
+    long as they stay within the job's ceiling, or within :data:`KEEP_UNBOUNDED` bytes when
+    nothing bounds the artifact; past that, the chunks are let go (a server sending endless bytes
+    must not fill memory) and None is returned: read the published entry instead. Without
+    ``keep``, returns an empty list. Raises :class:`Retryable` for a body that ended before its
+    length, :class:`Restart` for a resumed file that does not match, :class:`DeadlinePassed`,
+    and ArtifactErrors for what retrying cannot mend (too large, size or digest mismatch).
     """
     subject, bounds = job.subject, job.bounds
     if body.total is not None:
         bounds.check_announced(subject, job.shown, body.total)
     hasher = hashlib.sha256()
     kept: list[bytes] = []
+    keep_limit = bounds.ceiling if bounds.ceiling is not None else KEEP_UNBOUNDED
+    dropped = False
     if body.start:
         with layout.read_partial(job.digest, subject) as earlier:
             while chunk := earlier.read(CHUNK_SIZE):
@@ -173,6 +182,8 @@ def receive(
                 batch.append(chunk)
                 if keep:
                     kept.append(chunk)
+                    if received > keep_limit:
+                        kept, keep, dropped = [], False, True
                 batched += len(chunk)
                 if batched >= CHUNK_SIZE:
                     writer.put(batch)
@@ -206,7 +217,7 @@ def receive(
         )
     layout.publish(job.digest)
     report.finish(received)
-    return kept
+    return None if dropped else kept
 
 
 class Writer:
@@ -301,7 +312,10 @@ class Writer:
 
 
 class ProgressReporter:
-    """Logs and reports one download's progress about every tenth of its size."""
+    """Logs and reports one download's progress about every tenth of its size.
+
+    Used by one download at a time, on its thread.
+    """
 
     def __init__(
         self,
