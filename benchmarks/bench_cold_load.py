@@ -14,10 +14,12 @@ repeats and their ratio to the bare baseline:
   (verify a path, then reopen it: the window this design closes), for comparison.
 
 Then the peak memory of one load of the 50 MB artifacts, each mode in a fresh process: the rise
-of ``ru_maxrss`` (resident peak) during the load, and the tracemalloc peak (which counts
-``numpy.empty`` arrays whole before their pages are touched, so it overstates what is resident).
+of the resident peak (Linux ``VmHWM``, reset just before the load, after ``malloc_trim``) and the
+tracemalloc peak (which counts ``numpy.empty`` arrays whole before their pages are touched, so it
+overstates what is resident).
 
-Run: ``python benchmarks/bench_cold_load.py [--repeats 7]`` (about a minute).
+Run: ``python benchmarks/bench_cold_load.py [--repeats 7] [--cpu]`` (about a minute). ``--cpu``
+times with the process's CPU time instead of the wall clock: steadier on a shared machine.
 """
 
 from __future__ import annotations
@@ -90,28 +92,35 @@ def runner(mode: str, path: Path) -> Callable[[], object]:
     return hash_then_load
 
 
-def timed(run: Callable[[], object], count: int) -> float:
-    started = time.perf_counter()
+def timed(run: Callable[[], object], count: int, clock: Callable[[], float]) -> float:
+    started = clock()
     for _ in range(count):
         run()
-    return (time.perf_counter() - started) / count
+    return (clock() - started) / count
 
 
 MEASURE = """
-import json, resource, sys, tracemalloc
+import ctypes, json, sys, tracemalloc
 sys.path.insert(0, sys.argv[1])
 from bench_cold_load import runner
 from pathlib import Path
 run = runner(sys.argv[2], Path(sys.argv[3]))
 traced = sys.argv[4] == "1"
 import joblib, numpy, sklearn.ensemble  # imports outside the measurement
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def status(field):
+    with open("/proc/self/status") as lines:
+        return next(int(line.split()[1]) for line in lines if line.startswith(field + ":"))
+
+ctypes.CDLL("libc.so.6").malloc_trim(0)  # no freed-but-resident memory to reuse
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")  # the resident peak (VmHWM) starts again from now
+before = status("VmRSS")
 if traced:
     tracemalloc.start()
 run()
 peak = tracemalloc.get_traced_memory()[1] if traced else 0
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"rss_kib": after - before, "traced": peak}))
+print(json.dumps({"rss_kib": status("VmHWM") - before, "traced": peak}))
 """
 
 
@@ -133,10 +142,13 @@ def peak_memory(mode: str, path: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--cpu", action="store_true", help="time with process CPU time")
     options = parser.parse_args()
+    clock = time.process_time if options.cpu else time.perf_counter
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = build(Path(tmp))
-        print(f"cold load, median of {options.repeats} interleaved rounds; ratio to bare")
+        kind = "CPU time" if options.cpu else "wall time"
+        print(f"cold load, {kind}, median of {options.repeats} interleaved rounds; ratio to bare")
         for label, path in artifacts.items():
             runs = {mode: runner(mode, path) for mode in MODES}
             count = 20 if "1 MB" in label else 2
@@ -145,7 +157,7 @@ def main() -> None:
             rounds: dict[str, list[float]] = {name: [] for name in MODES}
             for _ in range(options.repeats):
                 for mode, run in runs.items():
-                    rounds[mode].append(timed(run, count))
+                    rounds[mode].append(timed(run, count, clock))
             medians = {mode: statistics.median(times) for mode, times in rounds.items()}
             size = path.stat().st_size / 1e6
             cells = " | ".join(

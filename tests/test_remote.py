@@ -376,7 +376,9 @@ def test_no_retry_starts_when_its_pause_would_end_past_the_deadline(
         clock=lambda: now[0],
         sleep=sleep,
     )
-    with pytest.raises(FetchError, match=r"after 3 attempts in 8\.0 s; the deadline of a fetch"):
+    with pytest.raises(
+        FetchError, match=r"after 3 attempts in 8\.0 s; the deadline of a fetch \(10 s\) leaves"
+    ):
         fetch(fetcher, url, data)
     assert sleeps == [4.0, 4.0]
 

@@ -1,7 +1,8 @@
 """Artifacts: a version's URI becomes verified bytes, and verified bytes become a model.
 
 :mod:`~modelflags.artifacts.store` is the entry point (``ArtifactStore.load``: read, verify,
-deserialize, in one call); :mod:`~modelflags.artifacts.verified` reads bytes once and checks them;
+deserialize, in one call); :mod:`~modelflags.artifacts.reading` reads bytes once and checks them
+into a :mod:`~modelflags.artifacts.verified` artifact;
 :mod:`~modelflags.artifacts.remote` downloads HTTP(S) and S3 artifacts into the content-addressed
 cache of :mod:`~modelflags.artifacts.cache_layout` (through :mod:`~modelflags.artifacts.http`,
 :mod:`~modelflags.artifacts.s3`, :mod:`~modelflags.artifacts.transfer` and

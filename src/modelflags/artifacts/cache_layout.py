@@ -29,6 +29,7 @@ the version and the folder.
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import stat
@@ -171,7 +172,7 @@ class CacheLayout:
 
     # -- the files ---------------------------------------------------------------------------
 
-    def open_entry(self, digest: str, subject: Subject) -> BinaryIO | None:
+    def open_entry(self, digest: str, subject: Subject) -> io.FileIO | None:
         """The verified-once entry of ``digest`` open for reading, or None when there is none."""
         fd = self._open(self.entry(digest), os.O_RDONLY, subject)
         return None if fd is None else open(fd, "rb", buffering=0)

@@ -27,9 +27,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from modelflags.artifacts.chunks import CHUNK_SIZE, ChunkList
 from modelflags.artifacts.naming import Subject, redact_uri
 from modelflags.artifacts.reading import ByteBounds, read_file, suffix_of
-from modelflags.artifacts.verified import CHUNK_SIZE, VerifiedArtifact
+from modelflags.artifacts.verified import VerifiedArtifact
 from modelflags.errors import DeserializationError, RegistryError
 from modelflags.registry import VersionSpec
 
@@ -79,8 +80,10 @@ def verified_loader(load: Callable[[VerifiedArtifact], Any]) -> VerifiedLoader:
 
 
 def _read_unchecked(path: str | os.PathLike[str]) -> VerifiedArtifact:
+    chunks = ChunkList()
     with open(path, "rb", buffering=0) as stream:
-        chunks = list(iter(lambda: stream.read(CHUNK_SIZE), b""))
+        while (view := chunks.read_from(stream, CHUNK_SIZE)) is not None:
+            view.release()
     where = os.fspath(path)
     return VerifiedArtifact(Subject.of("", "", where), chunks, sha256=None, suffix=suffix_of(where))
 

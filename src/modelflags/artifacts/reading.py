@@ -11,16 +11,18 @@ declared ``size`` (from the registry) must be met exactly, and ``max_bytes``
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Final
 
+from modelflags.artifacts.chunks import CHUNK_SIZE, ChunkList
 from modelflags.artifacts.errors import SizeMismatchError
 from modelflags.artifacts.naming import Subject
-from modelflags.artifacts.verified import CHUNK_SIZE, VerifiedArtifact
+from modelflags.artifacts.verified import VerifiedArtifact
 from modelflags.errors import (
     ArtifactError,
     ArtifactNotFoundError,
@@ -102,7 +104,7 @@ class ByteBounds:
 
 
 def read_stream(
-    stream: BinaryIO,
+    stream: io.RawIOBase,
     subject: Subject,
     *,
     shown: str,
@@ -129,19 +131,23 @@ def read_stream(
         bounds.check_announced(subject, shown, info.st_size)
         ceiling = bounds.ceiling
         hasher = hashlib.sha256() if sha256 is not None else None
-        chunks: list[bytes] = []
+        chunks = ChunkList()
+        scratch = None if keep else memoryview(bytearray(CHUNK_SIZE))
         received = 0
         while True:
             want = CHUNK_SIZE if ceiling is None else min(CHUNK_SIZE, ceiling + 1 - received)
-            chunk = stream.read(max(want, 1))
-            if not chunk:
+            if scratch is None:
+                view = chunks.read_from(stream, max(want, 1))
+            else:
+                count = stream.readinto(scratch[: max(want, 1)]) or 0
+                view = scratch[:count] if count else None
+            if view is None:
                 break
-            received += len(chunk)
-            bounds.check_running(subject, shown, received)  # the file grew while being read
-            if hasher is not None:
-                hasher.update(chunk)
-            if keep:
-                chunks.append(chunk)
+            with view:
+                received += len(view)
+                bounds.check_running(subject, shown, received)  # the file grew while read
+                if hasher is not None:
+                    hasher.update(view)
     except OSError as exc:
         raise ArtifactError(
             f"{subject.where()}: cannot read {shown}: {exc}", **subject.error_args()

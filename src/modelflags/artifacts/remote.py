@@ -40,6 +40,7 @@ import filelock
 import httpx
 
 from modelflags.artifacts.cache_layout import CacheLayout, default_cache_dir
+from modelflags.artifacts.chunks import CHUNK_SIZE
 from modelflags.artifacts.errors import SizeMismatchError
 from modelflags.artifacts.http import DEFAULT_TIMEOUT, HttpSource
 from modelflags.artifacts.naming import Subject
@@ -47,7 +48,7 @@ from modelflags.artifacts.reading import ByteBounds, read_stream, suffix_of
 from modelflags.artifacts.retry import DEFAULT_RETRY, Deadline, Restart, Retryable, RetryPolicy
 from modelflags.artifacts.s3 import S3Source
 from modelflags.artifacts.transfer import DeadlinePassed, Job, ProgressEvent, receive
-from modelflags.artifacts.verified import CHUNK_SIZE, VerifiedArtifact
+from modelflags.artifacts.verified import VerifiedArtifact
 from modelflags.errors import (
     ArtifactError,
     ArtifactTooLargeError,
@@ -362,8 +363,8 @@ class RemoteFetcher:
                     raise self._gave_up(
                         job,
                         exc,
-                        f"after {tries} attempts in {spent:.1f} s; the deadline of a fetch is "
-                        f"{policy.max_total:g} s",
+                        f"after {tries} attempts in {spent:.1f} s; the deadline of a fetch "
+                        f"({policy.max_total:g} s) leaves no time for another",
                     ) from exc
                 logger.warning(
                     "%s: attempt %d of %d to fetch %s failed (%s); retrying in %.2f s",

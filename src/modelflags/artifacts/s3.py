@@ -13,9 +13,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
+from modelflags.artifacts.chunks import CHUNK_SIZE
 from modelflags.artifacts.retry import Deadline, Restart, Retryable
 from modelflags.artifacts.transfer import Body, DeadlinePassed, Job, describe
-from modelflags.artifacts.verified import CHUNK_SIZE
 from modelflags.errors import ArtifactError, ArtifactNotFoundError, FetchError
 
 __all__ = ["S3Source"]

@@ -21,10 +21,10 @@ from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 from modelflags.artifacts.cache_layout import CacheLayout
+from modelflags.artifacts.chunks import CHUNK_SIZE, ChunkList
 from modelflags.artifacts.naming import ErrorArgs, Subject
 from modelflags.artifacts.reading import ByteBounds
 from modelflags.artifacts.retry import Deadline, Restart, Retryable
-from modelflags.artifacts.verified import CHUNK_SIZE
 from modelflags.errors import DigestMismatchError
 
 __all__ = [
@@ -140,14 +140,14 @@ def receive(
     progress: Callable[[ProgressEvent], None] | None,
     progress_min_bytes: int,
     keep: bool,
-) -> list[bytes] | None:
+) -> ChunkList | None:
     """Stream ``body`` into the partial file, hashing it; publish it if digest and size match.
 
     With ``keep``, returns the artifact's bytes in chunks (an earlier run's bytes included), as
     long as they stay within the job's ceiling, or within :data:`KEEP_UNBOUNDED` bytes when
     nothing bounds the artifact; past that, the chunks are let go (a server sending endless bytes
     must not fill memory) and None is returned: read the published entry instead. Without
-    ``keep``, returns an empty list. Raises :class:`Retryable` for a body that ended before its
+    ``keep``, returns an empty ChunkList. Raises :class:`Retryable` for a body that ended before its
     length, :class:`Restart` for a resumed file that does not match, :class:`DeadlinePassed`,
     and ArtifactErrors for what retrying cannot mend (too large, size or digest mismatch).
     """
@@ -155,7 +155,7 @@ def receive(
     if body.total is not None:
         bounds.check_announced(subject, job.shown, body.total)
     hasher = hashlib.sha256()
-    kept: list[bytes] = []
+    kept = ChunkList()
     keep_limit = bounds.ceiling if bounds.ceiling is not None else KEEP_UNBOUNDED
     dropped = False
     if body.start:
@@ -164,6 +164,9 @@ def receive(
                 hasher.update(chunk)
                 if keep:
                     kept.append(chunk)
+                    if kept.size > keep_limit:
+                        kept.close()
+                        keep, dropped = False, True
         logger.info("%s: resuming %s at byte %d", job.where(), job.shown, body.start)
     report = ProgressReporter(
         job, body.total, body.start, minimum=progress_min_bytes, callback=progress
@@ -183,7 +186,8 @@ def receive(
                 if keep:
                     kept.append(chunk)
                     if received > keep_limit:
-                        kept, keep, dropped = [], False, True
+                        kept.close()
+                        keep, dropped = False, True
                 batched += len(chunk)
                 if batched >= CHUNK_SIZE:
                     writer.put(batch)

@@ -7,18 +7,17 @@ over them, and never opens the file again: what is deserialized is exactly what 
 whatever happens to the file meanwhile (replaced, rewritten in place, its modification time
 restored). Nothing remembers a file as verified: every load reads and hashes again.
 
-Memory: a loader that reads its stream once from start to end (joblib, pickle) gets
-:meth:`VerifiedArtifact.consume`, which lets go of each chunk as soon as it has been read, so the
-resident peak of a load stays near the larger of the artifact and the model, as with a bare
-``joblib.load`` of the file, rather than their sum.
+Memory: the chunks live in anonymous memory maps (:mod:`~modelflags.artifacts.chunks`). A loader
+that reads its stream once from start to end (joblib, pickle) gets
+:meth:`VerifiedArtifact.consume`, which gives each chunk back to the system as soon as it has
+been read, so the resident peak of a load stays near the larger of the artifact and the model, as
+with a bare ``joblib.load`` of the file, rather than their sum.
 
 Reading and checking is :mod:`~modelflags.artifacts.reading`'s job; this module holds the result.
 """
 
 from __future__ import annotations
 
-import bisect
-import io
 import os
 import shutil
 import tempfile
@@ -28,15 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+from modelflags.artifacts.chunks import CHUNK_SIZE, ChunkList
 from modelflags.artifacts.naming import Subject
 from modelflags.errors import ArtifactError
 
 __all__ = ["CHUNK_SIZE", "LoadedArtifact", "VerifiedArtifact"]
 
-CHUNK_SIZE: Final = 1 << 20
-"""About how many bytes are read, hashed and kept per chunk."""
-
-_BUFFER = 1 << 16
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 
@@ -69,11 +65,11 @@ class VerifiedArtifact:
     """
 
     def __init__(
-        self, subject: Subject, chunks: list[bytes], *, sha256: str | None, suffix: str = ""
+        self, subject: Subject, chunks: ChunkList, *, sha256: str | None, suffix: str = ""
     ) -> None:
         self._subject = subject
         self._chunks = chunks
-        self._size = sum(len(chunk) for chunk in chunks)
+        self._size = chunks.size
         self._sha256 = sha256
         self._suffix = suffix
         self._spent = False
@@ -89,7 +85,8 @@ class VerifiedArtifact:
         suffix: str = "",
     ) -> VerifiedArtifact:
         """An artifact around ``data`` (nothing is checked: for loaders' own tests)."""
-        chunks = [data[i : i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
+        chunks = ChunkList()
+        chunks.append(data)
         return cls(Subject.of(model, version, uri), chunks, sha256=None, suffix=suffix)
 
     @classmethod
@@ -97,7 +94,7 @@ class VerifiedArtifact:
         cls, subject: Subject, size: int, *, sha256: str | None, suffix: str = ""
     ) -> VerifiedArtifact:
         """A spent artifact: its bytes were checked and not kept (``fetch``-style checks)."""
-        artifact = cls(subject, [], sha256=sha256, suffix=suffix)
+        artifact = cls(subject, ChunkList(), sha256=sha256, suffix=suffix)
         artifact._size = size
         artifact._spent = True
         return artifact
@@ -135,7 +132,7 @@ class VerifiedArtifact:
     def open(self) -> BinaryIO:
         """A new seekable binary stream over the bytes."""
         self._check_unspent()
-        return io.BufferedReader(_ChunkReader(self._chunks, release=False), _BUFFER)
+        return self._chunks.reader(release=False)
 
     def consume(self) -> BinaryIO:
         """A forward-only stream over the bytes that releases each chunk once read past.
@@ -144,14 +141,13 @@ class VerifiedArtifact:
         is spent afterwards: every other method raises ``ValueError``.
         """
         self._check_unspent()
-        chunks, self._chunks = self._chunks, []
         self._spent = True
-        return io.BufferedReader(_ChunkReader(chunks, release=True), _BUFFER)
+        return self._chunks.reader(release=True)
 
     def read_bytes(self) -> bytes:
         """The bytes as one ``bytes`` object (a copy: twice the memory while both live)."""
         self._check_unspent()
-        return b"".join(self._chunks)
+        return self._chunks.to_bytes()
 
     @contextmanager
     def private_copy(self) -> Iterator[Path]:
@@ -168,7 +164,7 @@ class VerifiedArtifact:
             path = Path(folder) / f"artifact{self._suffix}"
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
             with open(os.open(path, flags, 0o600), "wb") as out:
-                out.writelines(self._chunks)
+                self._chunks.write_to(out)
         except OSError as exc:
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -193,64 +189,3 @@ class VerifiedArtifact:
             f"VerifiedArtifact(model={self.model!r}, version={self.version!r}, "
             f"uri={self.uri!r}, size={self._size}, sha256={self._sha256!r})"
         )
-
-
-class _ChunkReader(io.RawIOBase):
-    """A raw stream over a list of chunks; with ``release``, forward-only and freeing as it goes."""
-
-    def __init__(self, chunks: list[bytes], *, release: bool) -> None:
-        super().__init__()
-        self._chunks = chunks
-        self._release = release
-        self._index = 0
-        self._offset = 0
-        self._position = 0
-        self._starts: list[int] | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return not self._release
-
-    def readinto(self, buffer: Any) -> int:
-        target = memoryview(buffer).cast("B")
-        done = 0
-        chunks = self._chunks
-        while done < len(target) and self._index < len(chunks):
-            chunk = chunks[self._index]
-            take = min(len(chunk) - self._offset, len(target) - done)
-            target[done : done + take] = memoryview(chunk)[self._offset : self._offset + take]
-            done += take
-            self._offset += take
-            if self._offset >= len(chunk):
-                if self._release:
-                    chunks[self._index] = b""
-                self._index += 1
-                self._offset = 0
-        self._position += done
-        return done
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if self._release:
-            raise io.UnsupportedOperation("a consumed artifact is read once, forward")
-        if self._starts is None:
-            starts, total = [], 0
-            for chunk in self._chunks:
-                starts.append(total)
-                total += len(chunk)
-            starts.append(total)
-            self._starts = starts
-        end = self._starts[-1]
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: end}[whence]
-        position = max(base + offset, 0)
-        self._position = position
-        if position >= end:
-            self._index, self._offset = len(self._chunks), 0
-        else:
-            self._index = bisect.bisect_right(self._starts, position) - 1
-            self._offset = position - self._starts[self._index]
-        return position
