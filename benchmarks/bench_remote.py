@@ -11,7 +11,9 @@ CPU time and GIL), and prints medians of a few interleaved repeats:
   against a bare ``joblib.load`` of the same file. Target: ratio <= 1.05 (not reachable while
   every load hashes: sha256 runs at about 1 GB/s, a bare load of an array at several).
 * peak memory (tracemalloc) of one cold ``RemoteFetcher.fetch`` (bytes streamed, not kept) and
-  of one cold ``RemoteFetcher.open`` (bytes kept for the loader);
+  of one cold ``RemoteFetcher.open`` (whose kept bytes live in anonymous memory maps, which
+  tracemalloc does not see: add the artifact's size; ``bench_cold_load.py`` measures the
+  resident peak);
 * and, to show where the cold time goes, a bare download that also hashes, and a fetch with
   ``durable=False`` (no sync to disk before publication).
 
@@ -201,7 +203,7 @@ def main() -> None:
     print(f"one RemoteFetcher.open of a cached artifact (read + sha256): {warm_call * 1e3:.1f} ms")
     print(
         f"peak traced memory of a cold fetch (streamed) {peaks[0] / 2**20:.2f} MiB, "
-        f"of a cold open (bytes kept for the loader) {peaks[1] / 2**20:.2f} MiB"
+        f"of a cold open {peaks[1] / 2**20:.2f} MiB (+ the artifact's bytes, kept in memory maps)"
     )
     print("where the cold time goes (same medians):")
     print(
