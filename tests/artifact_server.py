@@ -11,9 +11,10 @@
 Each path has a queue of faults; every request to the path takes the next one (requests after the
 queue is empty are served normally). Faults: :func:`status`, :func:`stall` (before the headers or
 in the middle of the body), :func:`cut` (a Content-Length is promised, the connection closes
-early), :func:`wrong_bytes`, :func:`wrong_range`. Per path, ``ranges=False`` makes the server
-ignore ``Range`` (answering 200), and ``content_length=False`` sends the body without a length,
-closing the connection after it.
+early), :func:`wrong_bytes`, :func:`wrong_range`, :func:`redirect` (to any URL, another server's
+included) and :func:`trickle` (one byte at a time, slowly). Per path, ``ranges=False`` makes the
+server ignore ``Range`` (answering 200), and ``content_length=False`` sends the body without a
+length, closing the connection after it.
 Every request is recorded (method, path, headers, range) for assertions.
 
 Stalls are bounded (at most :data:`MAX_STALL` seconds) and end early when the server stops.
@@ -41,8 +42,10 @@ __all__ = [
     "RecordedRequest",
     "cut",
     "not_found",
+    "redirect",
     "stall",
     "status",
+    "trickle",
     "wrong_bytes",
     "wrong_range",
 ]
@@ -84,6 +87,18 @@ def stall(seconds: float, *, after_bytes: int | None = None) -> Fault:
 def cut(after_bytes: int) -> Fault:
     """Promise the whole body, send ``after_bytes`` of it, and close the connection."""
     return Fault("cut", after_bytes=after_bytes)
+
+
+def redirect(location: str, *, code: int = 302) -> Fault:
+    """Answer ``code`` with a ``Location`` header (and no body)."""
+    return Fault("status", code=code, headers=(("Location", location),))
+
+
+def trickle(seconds: float) -> Fault:
+    """Send the body one byte every ``seconds`` (each wait at most MAX_STALL, ended by stop)."""
+    if not 0 < seconds <= MAX_STALL:
+        raise ValueError(f"a trickle waits at most {MAX_STALL} s a byte")
+    return Fault("trickle", seconds=seconds)
 
 
 def wrong_range() -> Fault:
@@ -323,13 +338,21 @@ class _Handler(BaseHTTPRequestHandler):
                 owner = self.server.owner
                 self.wfile.flush()
                 owner._wait(fault.seconds if fault is not None else 0.0)
+                if owner._stopping.is_set():
+                    self.close_connection = True
+                    return
                 continue
             self.wfile.write(piece)
         self.wfile.flush()
 
 
 def _pieces(body: memoryview, fault: Fault | None) -> Iterator[memoryview | None]:
-    """The body in pieces, with ``None`` where a mid-body fault (cut or stall) happens."""
+    """The body in pieces, with ``None`` where a mid-body fault (cut, stall, trickle) waits."""
+    if fault is not None and fault.kind == "trickle":
+        for offset in range(len(body)):
+            yield body[offset : offset + 1]
+            yield None
+        return
     at = None
     if fault is not None and fault.kind in {"cut", "stall"} and fault.after_bytes is not None:
         at = min(fault.after_bytes, len(body))

@@ -97,8 +97,8 @@ def test_artifact_store_raises_typed_digest_error(tmp_path: Path) -> None:
     assert error.actual in str(error) and str(artifact) in str(error)
 
 
-def test_verified_digest_is_remembered_until_the_file_changes(tmp_path: Path) -> None:
-    """An unchanged file is hashed once; a rewritten file is hashed (and rejected) again."""
+def test_every_fetch_hashes_the_file_again(tmp_path: Path) -> None:
+    """Nothing is remembered as verified: a rewritten file is hashed (and rejected) again."""
     import hashlib
 
     artifact = tmp_path / "a.joblib"
@@ -243,3 +243,55 @@ def test_no_lock_is_held_while_a_version_loads(
         finally:
             release.set()
             loader.join(10)
+
+
+def test_one_call_loads_verified_bytes_and_says_what_they_were(tmp_path: Path) -> None:
+    """ArtifactStore.load returns the model, the artifact's size and the digest it matched; an
+    unpinned local file is loaded unverified and says so with a None digest."""
+    import hashlib
+
+    import joblib
+
+    from modelflags.artifacts import LoadedArtifact
+    from modelflags.artifacts.loaders import LoaderRegistry
+
+    pinned, unpinned = tmp_path / "a.joblib", tmp_path / "b.joblib"
+    joblib.dump(Constant(4), pinned, compress=3)  # compressed: read through a forward stream
+    joblib.dump(Constant(5), unpinned)
+    digest = hashlib.sha256(pinned.read_bytes()).hexdigest()
+    registry = Registry.from_mapping(
+        {
+            "models": {
+                "m": {
+                    "default_version": "v1",
+                    "versions": {
+                        "v1": {"uri": str(pinned), "sha256": digest},
+                        "v2": {"uri": str(unpinned)},
+                    },
+                }
+            }
+        }
+    )
+    store, loaders = ArtifactStore(), LoaderRegistry()
+    first = store.load("m", "v1", registry.models["m"].versions["v1"], loaders)
+    second = store.load("m", "v2", registry.models["m"].versions["v2"], loaders)
+    assert isinstance(first, LoadedArtifact)
+    assert (first.value.label, first.nbytes, first.sha256) == (4, pinned.stat().st_size, digest)
+    assert (second.value.label, second.nbytes, second.sha256) == (
+        5,
+        unpinned.stat().st_size,
+        None,
+    )
+
+
+def test_a_consumed_artifact_cannot_be_read_again() -> None:
+    """consume() hands the bytes over once; later reads say so instead of returning nothing."""
+    from modelflags.artifacts import VerifiedArtifact
+
+    artifact = VerifiedArtifact.from_bytes(b"x" * 3_000_000, model="m", version="v1")
+    stream = artifact.open()
+    stream.seek(2_999_999)
+    assert stream.read() == b"x" and artifact.size == 3_000_000
+    assert artifact.consume().read() == b"x" * 3_000_000
+    with pytest.raises(ValueError, match="consumed by an earlier reader"):
+        artifact.read_bytes()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -154,16 +156,18 @@ def test_a_version_is_downloaded_once_per_machine(
     assert server.count("/a.joblib") == 1
 
 
-def test_cached_file_is_trusted_by_name_without_rehashing(
+def test_planted_cache_entry_is_hashed_removed_and_downloaded_again(
     server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(100)
+    url = server.add("/a", data)
     fetcher = make_fetcher()
     placed = fetcher.cache_path(sha(data))
     placed.parent.mkdir(parents=True)
-    placed.write_bytes(b"only verified files are ever written here")
-    assert fetch(fetcher, server.url("/never-asked"), data) == placed
-    assert server.requests(method=None) == []
+    placed.write_bytes(b"a file is not trusted by its name")
+    assert fetch(fetcher, url, data) == placed
+    assert placed.read_bytes() == data
+    assert server.count("/a") == 1
 
 
 def test_requests_ask_for_identity_encoding(
@@ -331,7 +335,7 @@ def test_retry_policy_rejects_nonsense() -> None:
         RetryPolicy(base_delay=-1)
 
 
-def test_retries_stop_when_the_total_time_budget_is_spent(
+def test_retries_stop_when_the_fetch_deadline_has_passed(
     server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
 ) -> None:
     now = [0.0]
@@ -349,10 +353,34 @@ def test_retries_stop_when_the_total_time_budget_is_spent(
         sleep=sleep,
         random=lambda: 0.5,
     )
-    with pytest.raises(FetchError, match=r"after 4 attempts in 12\.0 s"):
+    with pytest.raises(FetchError, match=r"deadline of a fetch \(10 s\) passed after 12\.0 s"):
         fetch(fetcher, url, data)
-    assert server.count("/slow") == 4
+    assert server.count("/slow") == 3  # no request starts past the deadline
     assert len(sleeps) == 3
+
+
+def test_no_retry_starts_when_its_pause_would_end_past_the_deadline(
+    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
+) -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    data = blob(10)
+    url = server.add("/slow", data)
+    server.fail("/slow", *[status(503, retry_after=4)] * 10)
+    fetcher = make_fetcher(
+        retry=RetryPolicy(attempts=10, max_delay=4.0, max_total=10.0),
+        clock=lambda: now[0],
+        sleep=sleep,
+    )
+    with pytest.raises(
+        FetchError, match=r"after 3 attempts in 8\.0 s; the deadline of a fetch \(10 s\) leaves"
+    ):
+        fetch(fetcher, url, data)
+    assert sleeps == [4.0, 4.0]
 
 
 def test_too_many_requests_is_retried_after_the_server_asked_delay(
@@ -566,19 +594,33 @@ def test_partial_file_is_kept_for_a_later_run_when_retries_run_out(
     assert server.requests("/a")[-1].range == f"bytes={MiB + 1}-"
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to fail writes")
+@pytest.fixture
+def small_file_size_limit() -> Iterator[int]:
+    """Files of this process cannot grow past 512 KiB (writes fail with EFBIG) for the test."""
+    limit = MiB // 2
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
 def test_failing_disk_write_raises_artifact_error_and_removes_the_partial_file(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
+    server: ArtifactServer,
+    make_fetcher: Callable[..., RemoteFetcher],
+    cache: Path,
+    small_file_size_limit: int,
 ) -> None:
     data = blob(MiB)
-    partial = cache / "partial" / f"{sha(data)}.partial"
-    partial.parent.mkdir(parents=True)
-    partial.symlink_to("/dev/full")  # every write fails with "no space left on device"
+    url = server.add("/a", data)
     fetcher = make_fetcher()
     with pytest.raises(ArtifactError, match="cannot write") as info:
-        fetch(fetcher, server.add("/a", data), data)
+        fetch(fetcher, url, data)
     assert isinstance(info.value.__cause__, OSError)
-    assert not partial.exists() and not partial.is_symlink()
+    assert not (cache / "partial" / f"{sha(data)}.partial").exists()
     assert not fetcher.cache_path(sha(data)).exists()
 
 
@@ -595,6 +637,44 @@ def test_memory_stays_flat_while_downloading_a_large_artifact(
     finally:
         tracemalloc.stop()
     assert peak < 8 * MiB
+
+
+def test_open_keeps_no_more_of_an_unbounded_download_in_memory_than_its_allowance(
+    server: ArtifactServer,
+    make_fetcher: Callable[..., RemoteFetcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a declared size or max_bytes, open() holds at most KEEP_UNBOUNDED bytes while
+    downloading (a server sending wrong or endless bytes cannot fill memory); past it the
+    published entry is read back, and the bytes handed over are still the verified ones."""
+    from modelflags.artifacts import transfer
+
+    monkeypatch.setattr(transfer, "KEEP_UNBOUNDED", MiB)
+    data = blob(30 * MiB)
+    url = server.add("/large", data)
+    fetcher = make_fetcher()
+    tracemalloc.start()
+    try:  # 30 MiB that are not the registered artifact
+        with pytest.raises(DigestMismatchError):
+            fetcher.open(model="m", version="v1", uri=url, sha256=sha(b"another artifact"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MiB
+    artifact = fetcher.open(model="m", version="v1", uri=url, sha256=sha(data))
+    assert artifact.read_bytes() == data and artifact.sha256 == sha(data)
+
+
+def test_open_hands_over_the_downloaded_bytes_without_reading_them_back(
+    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
+) -> None:
+    """A bounded download keeps its bytes: the loader gets them even if the entry is gone."""
+    data = blob(2 * MiB + 3)
+    url = server.add("/a", data)
+    fetcher = make_fetcher(max_bytes=4 * MiB)
+    artifact = fetcher.open(model="m", version="v1", uri=url, sha256=sha(data))
+    fetcher.cache_path(sha(data)).unlink()
+    assert artifact.read_bytes() == data and artifact.size == len(data)
 
 
 # -- headers and secrets --------------------------------------------------------------------
@@ -654,7 +734,7 @@ def test_credentials_in_the_uri_are_not_shown_in_errors(
         fetch(make_fetcher(), url, data)
     assert "hunter2" not in str(info.value) and "p4ssw0rd" not in str(info.value)
     assert "/a?..." in str(info.value)
-    assert info.value.uri == url
+    assert info.value.uri == server.url("/a?...")  # the error's uri attribute is redacted too
 
 
 # -- concurrency ----------------------------------------------------------------------------
@@ -744,7 +824,7 @@ def test_progress_is_logged_and_reported_about_every_tenth(
     data = blob(12 * MiB)
     url = server.add("/big", data)
     events: list[ProgressEvent] = []
-    caplog.set_level(logging.INFO, logger="modelflags.artifacts.remote")
+    caplog.set_level(logging.INFO, logger="modelflags.artifacts")
     fetch(make_fetcher(progress=events.append, progress_min_bytes=MiB), url, data)
     assert 6 <= len(events) <= 11
     assert [e.received for e in events] == sorted(e.received for e in events)

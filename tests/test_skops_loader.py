@@ -111,3 +111,35 @@ def test_missing_skops_asks_to_install_the_extra(
     monkeypatch.setitem(sys.modules, "skops.io", None)
     with pytest.raises(ImportError, match=r"pip install 'modelflags\[skops\]'"):
         make_skops_loader()(tmp_path / "model.skops")
+
+
+def test_skops_files_load_from_verified_bytes_through_the_store(
+    tmp_path: Path, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """The built-in skops loader reads the bytes the store hashed (a seekable stream over them)."""
+    import hashlib
+
+    from modelflags.artifacts import ArtifactStore, LoaderRegistry
+    from modelflags.registry import Registry
+
+    X, y = data
+    model = LogisticRegression().fit(X, y)
+    path = dump(model, tmp_path / "model.skops")
+    registry = Registry.from_mapping(
+        {
+            "models": {
+                "m": {
+                    "default_version": "v1",
+                    "versions": {
+                        "v1": {
+                            "uri": str(path),
+                            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                        }
+                    },
+                }
+            }
+        }
+    )
+    spec = registry.models["m"].versions["v1"]
+    loaded = ArtifactStore().load("m", "v1", spec, LoaderRegistry())
+    np.testing.assert_array_equal(loaded.value.predict(X), model.predict(X))

@@ -12,6 +12,8 @@ Every error the package raises derives from :class:`ModelFlagsError`::
           │    ├── ArtifactNotFoundError   the file or object does not exist (404, missing path)
           │    ├── DigestMismatchError     the bytes do not match the registered sha256
           │    ├── ArtifactTooLargeError   the artifact exceeds the configured size limit
+          │    ├── SizeMismatchError       fewer bytes than the registry's size says
+          │    ├── UnsafeCacheError        the cache folder or an entry in it cannot be trusted
           │    └── FetchError              a remote fetch failed (HTTP status, timeout, connection)
           └── DeserializationError  the loader could not turn the file into a model (loader)
 
@@ -34,6 +36,8 @@ __all__ = [
     "ModelFlagsError",
     "ModelUnavailableError",
     "RegistryError",
+    "SizeMismatchError",
+    "UnsafeCacheError",
     "VersionLoadError",
     "shown",
 ]
@@ -123,6 +127,31 @@ class DigestMismatchError(ArtifactError):
 
 class ArtifactTooLargeError(ArtifactError):
     """The artifact is larger than the configured limit."""
+
+
+class SizeMismatchError(ArtifactError):
+    """The artifact has fewer bytes than the registry's ``size`` (more is ArtifactTooLargeError).
+
+    ``expected`` is the registered size, ``actual`` the number of bytes found.
+    """
+
+    def __init__(
+        self, message: str, *, model: str, version: str, uri: str, expected: int, actual: int
+    ) -> None:
+        super().__init__(message, model=model, version=version, uri=uri)
+        self.expected = expected
+        self.actual = actual
+
+
+class UnsafeCacheError(ArtifactError):
+    """The cache folder could be written by someone else, or holds an entry it did not make.
+
+    ``path`` is the folder or entry at fault.
+    """
+
+    def __init__(self, message: str, *, model: str, version: str, uri: str, path: str) -> None:
+        super().__init__(message, model=model, version=version, uri=uri)
+        self.path = path
 
 
 class FetchError(ArtifactError):

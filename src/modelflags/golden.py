@@ -65,8 +65,7 @@ def load_version(
     bytes that cannot be had or trusted) or a :class:`~modelflags.errors.RegistryError` for an
     unknown loader name.
     """
-    path = store.fetch(model, version, spec)
-    return loaders.load(model, version, spec, path)
+    return store.load(model, version, spec, loaders).value
 
 
 def _load_being_registered(model: str, version: str, spec: VersionSpec) -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 from modelflags.artifacts import ArtifactStore, LoaderRegistry
@@ -152,9 +151,8 @@ class VersionKeeper:
         spec = self.specs[name].versions[version]
         started = time.perf_counter()
         try:
-            path = self.artifacts.fetch(name, version, spec)
-            nbytes = Path(path).stat().st_size
-            value = self.loaders.load(name, version, spec, path)
+            loaded = self.artifacts.load(name, version, spec, self.loaders)
+            value, nbytes = loaded.value, loaded.nbytes
         except VersionLoadError as exc:
             self._emit(VersionLoadFailed(name, version, str(exc), type(exc).__name__))
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Mapping
 from types import TracebackType
@@ -17,8 +18,36 @@ __all__ = ["UnleashActuator"]
 
 logger = logging.getLogger(__name__)
 
-#: Longest response body quoted in an error message.
-_BODY_LIMIT = 500
+#: Most characters of a response body quoted in an error message (before escaping).
+_BODY_LIMIT = 200
+#: ``"token": "..."``, ``apiKey=...``, ``Authorization: ...``: values of secret-looking fields.
+_SECRET_FIELD = re.compile(
+    r"""(?ix)
+    ( ["']? [\w.-]* (?:token|secret|password|passwd|api[_-]?key|authorization|credential)
+      [\w.-]* ["']? \s* [:=] \s* )
+    ( "[^"]*" | '[^']*' | [^\s,;&}\]]+ )
+    """
+)
+
+
+def _excerpt(text: str, secrets: tuple[str, ...]) -> str:
+    """A short, printable excerpt of a response body, with secrets masked.
+
+    Known secrets (the admin token) and values of secret-looking fields are replaced by ``***``
+    before the body is cut to ``_BODY_LIMIT`` characters; control and other non-printable
+    characters are escaped (``\\x1b``), so a body cannot forge log lines or terminal output.
+    """
+    for secret in secrets:
+        if len(secret) >= 4:  # shorter ones are no secret, and would mangle the text
+            text = text.replace(secret, "***")
+    text = _SECRET_FIELD.sub(lambda m: f"{m.group(1)}***", text)
+    if len(text) > _BODY_LIMIT:
+        return f"{_printable(text[:_BODY_LIMIT])}... ({len(text)} characters in all)"
+    return _printable(text)
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class UnleashActuator:
@@ -67,6 +96,7 @@ class UnleashActuator:
         self.url = url.rstrip("/")
         self.project = project
         self.environment = environment
+        self._token = admin_token
         self._headers = {"Authorization": admin_token, "Accept": "application/json"}
         self._owns_client = client is None
         self._http = client if client is not None else httpx.Client(timeout=timeout)
@@ -192,9 +222,7 @@ class UnleashActuator:
                 actuator=self.name,
             ) from exc
         if not response.is_success:
-            text = response.text
-            if len(text) > _BODY_LIMIT:
-                text = text[:_BODY_LIMIT] + "..."
+            text = _excerpt(response.text, (self._token,))
             raise ActuatorError(
                 f"Unleash admin API {method} {url} -> HTTP {response.status_code}: {text}",
                 flag_key=flag_key,
