@@ -189,10 +189,16 @@ class Resolver:
         evaluation = self.client.get_string_details_async(flag_key, default, context)
         if bound is None:
             return await evaluation
+        # Not asyncio.wait_for: the SDK's evaluation raises UnboundLocalError from its own
+        # ``finally`` when it is cancelled (openfeature-sdk 0.10), which wait_for would pass on.
+        task = asyncio.ensure_future(evaluation)
         try:
-            return await asyncio.wait_for(evaluation, bound)
-        except TimeoutError:
-            return _timed_out(flag_key, default, bound)
+            await asyncio.wait((task,), timeout=bound)
+        finally:
+            if not task.done():
+                task.cancel()
+                task.add_done_callback(_forget)
+        return task.result() if task.done() else _timed_out(flag_key, default, bound)
 
     def _bounded(
         self, flag_key: str, default: str, context: EvaluationContext, bound: float
@@ -364,6 +370,12 @@ def _details(flag_key: str, answer: FlagResolutionDetails[str]) -> FlagEvaluatio
         error_code=answer.error_code,
         error_message=answer.error_message,
     )
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Retrieve what a cancelled evaluation raised, so asyncio does not report it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _timed_out(flag_key: str, default: str, bound: float) -> FlagEvaluationDetails[str]:
