@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from modelflags.errors import shown
 from modelflags.registry import ModelSpec
 from modelflags.registry.guardrails import GuardrailRules
 from modelflags.rollout.guardrails import Guardrails
@@ -374,10 +375,11 @@ class Supervisor:
             self._actuator.rollback(flag_key, to_version=lkg, from_version=version)
         except Exception as exc:
             self._actuator_errors += 1
+            message = shown(str(exc), limit=500, quote=False)
             logger.error(
-                "model %r: rolling back flag %r at its source failed: %s", model, flag_key, exc
+                "model %r: rolling back flag %r at its source failed: %s", model, flag_key, message
             )
-            self._emit(ActuatorFailed(model, version, flag_key, str(exc)))
+            self._emit(ActuatorFailed(model, version, flag_key, message))
         else:
             logger.info("model %r: flag %r now serves %r at its source", model, flag_key, lkg)
 

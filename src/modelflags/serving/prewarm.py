@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from openfeature.evaluation_context import EvaluationContext
 
+from modelflags.errors import shown
 from modelflags.telemetry.events import Event, PrewarmCompleted
 
 __all__ = ["ContextRing", "Prewarmer"]
@@ -148,7 +149,12 @@ class Prewarmer:
                     loaded.append(version)
                 except Exception as exc:
                     failed.append(version)
-                    logger.warning("prewarm of model %r version %r failed: %s", model, version, exc)
+                    logger.warning(
+                        "prewarm of model %r version %r failed: %s",
+                        model,
+                        version,
+                        shown(str(exc), limit=500, quote=False),
+                    )
         finally:
             with self._lock:
                 self._warming = self._warming - keys

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from modelflags.errors import shown
 from modelflags.telemetry.events import Event, ShadowCompared
 from modelflags.telemetry.histogram import LatencyHistogram
 
@@ -317,7 +318,7 @@ class ShadowRunner:
                 elapsed = time.perf_counter() - started
                 comparison = compare(result, output)
             except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                error = f"{type(exc).__name__}: {shown(str(exc), limit=500, quote=False)}"
                 logger.debug("shadow %r of model %r failed: %s", shadow, model, error)
             with self._lock:
                 pair = self._pair(key)
