@@ -1,0 +1,643 @@
+"""Hostile inputs and bad days: non-finite numbers, cache bounds under churn, noisy change events,
+mutating methods, deeply nested files, huge and strange flag values, leftover state files."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import math
+import os
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from openfeature import api
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.flag_evaluation import FlagResolutionDetails, Reason
+from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+from sklearn.linear_model import LogisticRegression, SGDClassifier
+
+from modelflags import (
+    Backoff,
+    DecisionLog,
+    ModelFlags,
+    ModelFlagsError,
+    ServingReason,
+    VersionLoadFailed,
+)
+from modelflags.rollout.metrics import Metrics
+from modelflags.serving.health import STATE_FILE
+from modelflags.testing import FakeClock, InMemoryFlags, RegistryBuilder
+
+from models import Constant
+from support import Workspace
+
+X = np.zeros((3, 2))
+
+
+# -- 8: non-finite numbers ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def outcome_flags(workspace: Workspace, set_flags: Callable[..., None]) -> Any:
+    workspace.add("m", "v1", Constant(1))
+    set_flags(m="v1")
+    with ModelFlags(workspace.write(), metrics=True) as flags:
+        yield flags
+
+
+@pytest.mark.parametrize(
+    "value",
+    [math.nan, math.inf, -math.inf, np.float64("nan"), np.float32("-inf"), "nan", "1.0", None],
+    ids=repr,
+)
+def test_record_outcome_rejects_what_is_not_a_finite_number(outcome_flags: Any, value: Any) -> None:
+    """NaN, infinities, numeric strings and None raise ValueError and record nothing."""
+    handle = outcome_flags.get_model("m", "u1")
+    with pytest.raises(ValueError, match="click"):
+        outcome_flags.record_outcome(handle, "click", value)
+    with pytest.raises(ValueError):
+        outcome_flags.record_outcome("m", "click", value, version="v1")
+    assert "v1" not in outcome_flags.metrics("m")
+
+
+def test_record_outcome_takes_numpy_numbers(outcome_flags: Any) -> None:
+    """numpy floats and integers are numbers like any other."""
+    handle = outcome_flags.get_model("m", "u1")
+    for value in (np.float64(0.25), np.float32(0.5), np.int64(1), np.int8(0), 2):
+        outcome_flags.record_outcome(handle, "click", value)
+    stats = outcome_flags.metrics("m")["v1"].outcomes["click"]
+    assert (stats.count, stats.total) == (5, 3.75)
+
+
+@pytest.mark.parametrize("latency", [math.nan, math.inf, -math.inf, -1.0])
+def test_a_call_with_an_impossible_latency_is_counted_without_its_latency(latency: float) -> None:
+    """The call counts; its latency is left out, so quantiles stay finite."""
+    metrics = Metrics(window_s=60, clock=FakeClock())
+    metrics.record_call("m", "v1", 0.010, False, False)
+    metrics.record_call("m", "v1", latency, True, False)
+    snapshot = metrics.snapshot("m")["v1"]
+    assert (snapshot.requests, snapshot.errors) == (2, 1)
+    for quantile in (snapshot.latency_p50, snapshot.latency_p95, snapshot.latency_p99):
+        assert quantile is not None and math.isfinite(quantile) and quantile > 0.009
+
+
+def test_only_impossible_latencies_leave_the_quantiles_empty() -> None:
+    """A version whose every latency was impossible has no quantiles, not NaN ones."""
+    metrics = Metrics(window_s=60, clock=FakeClock())
+    metrics.record_call("m", "v1", math.nan, False, False)
+    snapshot = metrics.snapshot("m")["v1"]
+    assert snapshot.requests == 1 and snapshot.latency_p95 is None
+
+
+# -- 9: cache bounds ---------------------------------------------------------------------------
+
+
+def churn_registry(folder: Path, versions: int, seed: int = 0) -> tuple[RegistryBuilder, int]:
+    """``versions`` real classifiers; returns the builder and the largest artifact's size."""
+    builder = RegistryBuilder(folder)
+    rng = np.random.RandomState(seed)
+    features = rng.rand(60, 2)
+    labels = (features[:, 0] > 0.5).astype(int)
+    largest = 0
+    for index in range(1, versions + 1):
+        model = LogisticRegression(C=float(index)).fit(features, labels)
+        largest = max(largest, builder.add("m", f"v{index}", model).stat().st_size)
+    return builder, largest
+
+
+def test_an_lkg_larger_than_max_bytes_is_released_once_it_stops_being_lkg(tmp_path: Path) -> None:
+    """The former LKG is neither kept in the cache nor referenced anywhere after gc."""
+    builder, size = churn_registry(tmp_path, 2)
+    source = InMemoryFlags(m="v1").install()
+    with ModelFlags(builder.write(), max_bytes=size // 2, prewarm=False) as flags:
+        handle = flags.get_model("m", "u1")
+        handle.predict(X)
+        first = weakref.ref(handle.model)
+        del handle
+        source.set(m="v2")
+        handle = flags.get_model("m", "u1")
+        assert handle.version == "v2"
+        handle.predict(X)  # v2 proves itself and becomes the LKG
+        del handle
+        status = flags.status()["m"]
+        assert status.lkg == "v2"
+        assert "v1" not in status.loaded
+        gc.collect()
+        assert first() is None, "the former LKG is still referenced"
+        source.set(m="v1")
+        assert flags.get_model("m", "u1").version == "v1"  # reloaded, not served stale
+
+
+def test_zero_sized_artifacts_respect_max_models(tmp_path: Path) -> None:
+    """Entries of zero bytes still count against ``max_models``."""
+    builder = RegistryBuilder(tmp_path)
+    for index in range(1, 7):
+        builder.add("m", f"v{index}", raw=b"", suffix=".empty", loader="empty")
+    source = InMemoryFlags(m="v1").install()
+    loaders = {"empty": lambda path: Constant(1)}
+    with ModelFlags(
+        builder.write(), loaders=loaders, max_models=2, max_bytes=1000, prewarm=False
+    ) as flags:
+        for index in range(1, 7):
+            source.set(m=f"v{index}")
+            assert flags.get_model("m", "u1").version == f"v{index}"
+            status = flags.status()["m"]
+            unpinned = [version for version in status.loaded if version not in status.pinned]
+            assert len(unpinned) <= 2, status.loaded
+    assert sorted(status.loaded) == ["v1", "v5", "v6"]
+
+
+def test_the_cache_stays_within_its_bounds_while_30_versions_churn(tmp_path: Path) -> None:
+    """Each version in turn is flagged, served and becomes the LKG: at every step the cache
+    holds at most ``max_models`` entries and ``max_bytes`` bytes besides the pinned LKG, and
+    no more model objects than that stay alive."""
+    builder, size = churn_registry(tmp_path, 30)
+    max_models, max_bytes = 3, int(size * 2.5)
+    source = InMemoryFlags(m="v1").install()
+    alive: list[weakref.ref[Any]] = []
+    peak_loaded = 0
+    with ModelFlags(
+        builder.write(), max_models=max_models, max_bytes=max_bytes, prewarm=False
+    ) as flags:
+        for index in range(1, 31):
+            version = f"v{index}"
+            source.set(m=version)
+            handle = flags.get_model("m", "u1")
+            assert handle.version == version
+            handle.predict(X)
+            alive.append(weakref.ref(handle.model))
+            del handle
+            status = flags.status()["m"]
+            assert status.lkg == version and status.pinned == (version,)
+            unpinned = {v: n for v, n in status.loaded.items() if v not in status.pinned}
+            assert len(unpinned) <= max_models and sum(unpinned.values()) <= max_bytes
+            peak_loaded = max(peak_loaded, len(status.loaded))
+        gc.collect()
+        living = sum(ref() is not None for ref in alive)
+    assert peak_loaded <= max_models + 1
+    assert living <= max_models + 1, f"{living} model objects of 30 are still alive"
+
+
+# -- 10: quarantine under noisy change events --------------------------------------------------
+
+
+def announce_change(flags: ModelFlags, flag: str) -> None:
+    """Deliver a change event naming ``flag`` as the change feed does, in this thread.
+
+    The OpenFeature SDK runs provider event handlers on a thread pool, in no set order; the
+    back-off arithmetic below needs each event handled before the next request.
+    """
+    flags._on_change(frozenset({flag}))
+
+
+class FailingLoader:
+    """A loader that always fails; counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, path: Path) -> Any:
+        self.calls += 1
+        raise OSError("artifact store unreachable")
+
+
+def test_a_change_event_every_200_ms_does_not_defeat_the_quarantine_back_off(
+    tmp_path: Path,
+) -> None:
+    """With a 1 s back-off doubling, events every 200 ms for 5 s and a request after each, a
+    failing version is tried 4 times (the back-off alone allows 3; each back-off may be cut
+    short once by an event), not once per event."""
+    builder = RegistryBuilder(tmp_path)
+    builder.add("m", "v1", Constant(1))
+    builder.add("m", "v2", Constant(2), loader="failing")
+    InMemoryFlags(m="v2").install()
+    clock = FakeClock()
+    loader = FailingLoader()
+    with ModelFlags(
+        builder.write(),
+        clock=clock,
+        backoff=Backoff(initial=1.0, factor=2.0),
+        loaders={"failing": loader},
+        prewarm=False,
+    ) as flags:
+        for step in range(26):  # t = 0.0 ... 5.0
+            if step:
+                clock.advance(0.2)
+                announce_change(flags, "m")  # the provider says the flag changed; it did not
+            assert flags.get_model("m", "u1").version == "v1"
+        failures = flags.status()["m"].quarantined[0].failures
+    assert loader.calls == failures == 4
+
+
+def test_a_change_event_lifts_a_fresh_quarantine_once(tmp_path: Path) -> None:
+    """An event after a first failure lets the next request try the version again at once."""
+    builder = RegistryBuilder(tmp_path)
+    builder.add("m", "v1", Constant(1))
+    builder.add("m", "v2", Constant(2), loader="flaky")
+    InMemoryFlags(m="v2").install()
+    calls: list[float] = []
+    clock = FakeClock()
+
+    def flaky(path: Path) -> Any:
+        calls.append(clock())
+        if len(calls) == 1:
+            raise OSError("transient")
+        import joblib
+
+        return joblib.load(path)
+
+    with ModelFlags(
+        builder.write(), clock=clock, loaders={"flaky": flaky}, prewarm=False
+    ) as flags:
+        assert flags.get_model("m", "u1").version == "v1"
+        assert flags.get_model("m", "u1").version == "v1"  # quarantined: not tried
+        announce_change(flags, "m")
+        handle = flags.get_model("m", "u1")
+        assert handle.version == "v2" and len(calls) == 2
+        handle.predict(X)
+        assert flags.status()["m"].quarantined == ()
+
+
+def test_the_failure_count_resets_only_when_the_version_proves_itself(tmp_path: Path) -> None:
+    """Failures accumulate across events; a success forgets them."""
+    builder = RegistryBuilder(tmp_path)
+    builder.add("m", "v1", Constant(1))
+    builder.add("m", "v2", Constant(2), loader="switch")
+    InMemoryFlags(m="v2").install()
+    clock = FakeClock()
+    failing = [True]
+
+    def switch(path: Path) -> Any:
+        if failing[0]:
+            raise OSError("down")
+        import joblib
+
+        return joblib.load(path)
+
+    with ModelFlags(
+        builder.write(), clock=clock, loaders={"switch": switch}, prewarm=False
+    ) as flags:
+        for _ in range(3):
+            flags.get_model("m", "u1")
+            announce_change(flags, "m")
+            clock.advance(100)
+        assert flags.status()["m"].quarantined[0].failures == 3
+        failing[0] = False
+        handle = flags.get_model("m", "u1")
+        handle.predict(X)
+        assert handle.version == "v2" and flags.status()["m"].quarantined == ()
+
+
+# -- 11: mutating methods ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_feature_sets() -> dict[str, Any]:
+    rng = np.random.RandomState(5)
+    X3, X4 = rng.rand(50, 3), rng.rand(50, 4)
+    y = (rng.rand(50) > 0.5).astype(int)
+    return {"X3": X3, "X4": X4, "y": y}
+
+
+def serve_candidate(
+    workspace: Workspace, set_flags: Callable[..., None], lkg: Any, candidate: Any
+) -> tuple[ModelFlags, Any, Any]:
+    """A ModelFlags whose LKG (v1, loaded and proven) is ``lkg`` and whose flag chooses v2."""
+    workspace.add("m", "v1", lkg)
+    workspace.add("m", "v2", candidate)
+    set_flags(m="v1")
+    flags = ModelFlags(workspace.write(), prewarm=False)
+    lkg_handle = flags.get_model("m", "u1")
+    set_flags(m="v2")
+    handle = flags.get_model("m", "u1")
+    assert handle.version == "v2"
+    return flags, handle, lkg_handle.model
+
+
+def snapshot(model: Any) -> dict[str, Any]:
+    return {
+        key: value.copy() if isinstance(value, np.ndarray) else value
+        for key, value in vars(model).items()
+    }
+
+
+def assert_unchanged(before: dict[str, Any], model: Any) -> None:
+    after = snapshot(model)
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        if isinstance(value, np.ndarray):
+            assert np.array_equal(value, after[key]), key
+        else:
+            assert value == after[key], key
+
+
+def test_a_failing_partial_fit_is_not_rerun_on_the_lkg(
+    workspace: Workspace, set_flags: Callable[..., None], two_feature_sets: dict[str, Any]
+) -> None:
+    """partial_fit on a 3-feature candidate with 4-feature data raises; the 4-feature LKG, which
+    would have accepted it, is untouched, and the candidate is not quarantined."""
+    data = two_feature_sets
+    lkg = SGDClassifier(random_state=0).fit(data["X4"], data["y"])
+    candidate = SGDClassifier(random_state=0).fit(data["X3"], data["y"])
+    flags, handle, served_lkg = serve_candidate(workspace, set_flags, lkg, candidate)
+    with flags:
+        before = snapshot(served_lkg)
+        with pytest.raises(ValueError, match="features"):
+            handle.partial_fit(data["X4"], data["y"])
+        assert_unchanged(before, served_lkg)
+        assert flags.status()["m"].quarantined == ()
+
+
+def test_a_failing_fit_is_not_rerun_on_the_lkg(
+    workspace: Workspace, set_flags: Callable[..., None], two_feature_sets: dict[str, Any]
+) -> None:
+    """fit on a candidate with an invalid parameter raises; the LKG is not refitted."""
+    data = two_feature_sets
+    lkg = SGDClassifier(random_state=0).fit(data["X3"], data["y"])
+    candidate = LogisticRegression(C=1.0).fit(data["X3"], data["y"])
+    candidate.C = -1.0  # invalid: fit refuses it
+    flags, handle, served_lkg = serve_candidate(workspace, set_flags, lkg, candidate)
+    with flags:
+        before = snapshot(served_lkg)
+        with pytest.raises(ValueError, match="C"):
+            handle.fit(data["X4"], data["y"])
+        assert_unchanged(before, served_lkg)
+
+
+@pytest.mark.parametrize("method", ["set_params", "set_output"])
+def test_a_failing_setter_is_not_rerun_on_the_lkg(
+    workspace: Workspace,
+    set_flags: Callable[..., None],
+    two_feature_sets: dict[str, Any],
+    method: str,
+) -> None:
+    """``set_params(alpha=...)`` and ``set_output(...)`` fail on a LogisticRegression candidate
+    (no such parameter; no transform); the SGD LKG, which has both, is not changed."""
+    data = two_feature_sets
+    lkg = SGDClassifier(random_state=0).fit(data["X3"], data["y"])
+    candidate = LogisticRegression().fit(data["X3"], data["y"])
+    flags, handle, served_lkg = serve_candidate(workspace, set_flags, lkg, candidate)
+    with flags:
+        before = snapshot(served_lkg)
+        with pytest.raises((ValueError, AttributeError)):
+            if method == "set_params":
+                handle.set_params(alpha=0.5)
+            else:
+                handle.set_output(transform="bogus")
+        assert_unchanged(before, served_lkg)
+
+
+def test_a_mutating_method_runs_on_the_handles_model(
+    workspace: Workspace, set_flags: Callable[..., None], two_feature_sets: dict[str, Any]
+) -> None:
+    """A successful partial_fit changes the candidate it was asked of, not the LKG."""
+    data = two_feature_sets
+    lkg = SGDClassifier(random_state=0).fit(data["X3"], data["y"])
+    candidate = SGDClassifier(random_state=0).fit(data["X3"], data["y"])
+    flags, handle, served_lkg = serve_candidate(workspace, set_flags, lkg, candidate)
+    with flags:
+        before = snapshot(served_lkg)
+        steps = handle.model.t_
+        handle.partial_fit(data["X3"], data["y"])
+        assert handle.model.t_ > steps
+        assert_unchanged(before, served_lkg)
+
+
+# -- 13: deeply nested files -------------------------------------------------------------------
+
+DEPTH = 100_000
+
+
+def test_a_deeply_nested_state_file_is_ignored_with_a_warning(
+    workspace: Workspace, set_flags: Callable[..., None], tmp_path: Path, caplog: Any
+) -> None:
+    """The state file is ignored with a clear warning; serving starts from the default."""
+    workspace.add("m", "v1", Constant(1))
+    set_flags(m="v1")
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / STATE_FILE).write_text('{"lkg": ' + "[" * DEPTH + "]" * DEPTH + "}")
+    with caplog.at_level(logging.WARNING), ModelFlags(workspace.write(), state_dir=state) as flags:
+        assert flags.get_model("m", "u1").version == "v1"
+    assert any("nested too deeply" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "document"),
+    [
+        (".json", '{"m": ' + "[" * DEPTH + "]" * DEPTH + "}"),
+        (".toml", "m = " + "[" * DEPTH + "]" * DEPTH + "\n"),
+    ],
+)
+def test_a_deeply_nested_override_file_is_a_clear_error(
+    workspace: Workspace, tmp_path: Path, suffix: str, document: str
+) -> None:
+    """ModelFlags() raises ModelFlagsError naming the file, never RecursionError."""
+    workspace.add("m", "v1", Constant(1))
+    overrides = tmp_path / f"overrides{suffix}"
+    overrides.write_text(document)
+    with pytest.raises(ModelFlagsError) as caught:
+        ModelFlags(workspace.write(), overrides=overrides)
+    assert str(overrides) in str(caught.value)
+    assert "nested" in str(caught.value) or "deep" in str(caught.value)
+
+
+def test_an_override_file_named_by_the_environment_says_so_when_missing(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error names the missing file and the MODELFLAGS_OVERRIDES variable it came from."""
+    workspace.add("m", "v1", Constant(1))
+    missing = tmp_path / "nowhere.toml"
+    monkeypatch.setenv("MODELFLAGS_OVERRIDES", str(missing))
+    with pytest.raises(ModelFlagsError) as caught:
+        ModelFlags(workspace.write())
+    message = str(caught.value)
+    assert str(missing) in message and "MODELFLAGS_OVERRIDES" in message
+
+
+# -- 14: foreign values: empty, huge, strange, many --------------------------------------------
+
+
+def test_an_empty_flag_value_is_an_error_that_fell_back(
+    workspace: Workspace, set_flags: Callable[..., None]
+) -> None:
+    """The flag asked for "" (no version): requested_version is "", fell_back, reason ERROR."""
+    workspace.add("m", "v1", Constant(1))
+    set_flags(m="")
+    with ModelFlags(workspace.write()) as flags:
+        handle = flags.get_model("m", "u1")
+        assert (handle.version, handle.requested_version) == ("v1", "")
+        assert handle.fell_back is True and handle.reason == ServingReason.ERROR
+        assert flags.status()["m"].flag_errors == 1
+
+
+HOSTILE = "v9\n" + '{"forged": "line"}\r\x1b[31m\x00' + "x" * 10_000_000
+
+
+def test_a_10_mb_flag_value_is_bounded_and_escaped_everywhere(
+    workspace: Workspace,
+    set_flags: Callable[..., None],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Logs, status(), the handle and the decision log show a short, escaped, one-line form."""
+    workspace.add("m", "v1", Constant(1))
+    set_flags(m=HOSTILE)
+    audit = tmp_path / "decisions.jsonl"
+    with caplog.at_level(logging.DEBUG, logger="modelflags"), ModelFlags(
+        workspace.write(), decision_log=audit
+    ) as flags:
+        handle = flags.get_model("m", "u1")
+        assert flags.flush(5)
+        status = flags.status()["m"]
+    assert handle.version == "v1" and handle.fell_back and handle.reason == ServingReason.ERROR
+    for text in (handle.requested_version, status.last_flag_error or ""):
+        assert 0 < len(text) < 400 and "\n" not in text and "\x1b" not in text
+        assert f"{len(HOSTILE)} characters" in text
+    for record in caplog.records:
+        message = record.getMessage()
+        assert len(message) < 1000 and "\n" not in message and "\x00" not in message
+    lines = audit.read_bytes().splitlines()
+    assert len(lines) == 1 and len(lines[0]) < 2000
+    decision = json.loads(lines[0])
+    assert decision["served"] == "v1" and decision["requested"] == handle.requested_version
+
+
+def test_2000_distinct_unknown_ids_write_a_bounded_number_of_log_lines(
+    workspace: Workspace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each distinct cause is logged once, up to 32 per model, then one line says the rest are
+    counted; every error is counted in status()."""
+    workspace.add("m", "v1", Constant(1))
+    workspace.add("other", "v1", Constant(2))
+
+    def unknown_id(flag: InMemoryFlag[str], context: EvaluationContext) -> FlagResolutionDetails[str]:
+        return FlagResolutionDetails(
+            f"ghost-{context.targeting_key}", reason=Reason.TARGETING_MATCH
+        )
+
+    api.set_provider_and_wait(
+        InMemoryProvider(
+            {
+                key: InMemoryFlag("v1", {"v1": "v1"}, context_evaluator=unknown_id)
+                for key in ("m", "other")
+            }
+        )
+    )
+    audit = tmp_path / "decisions.jsonl"
+    with caplog.at_level(logging.DEBUG, logger="modelflags"), ModelFlags(
+        workspace.write(), decision_log=audit
+    ) as flags:
+        for index in range(2000):
+            assert flags.get_model("m", f"user-{index}").version == "v1"
+            assert flags.get_model("other", f"user-{index}").version == "v1"
+        assert flags.flush(10)
+        status = flags.status()
+    for name in ("m", "other"):
+        lines = [
+            r
+            for r in caplog.records
+            if r.levelno >= logging.WARNING and f"model {name!r}" in r.getMessage()
+        ]
+        assert 30 <= len(lines) <= 33, (name, len(lines))
+        assert status[name].flag_errors == 2000
+    decisions = [json.loads(line) for line in audit.read_bytes().splitlines()]
+    assert len(decisions) == 4000
+    assert {d["requested"] for d in decisions if d["model"] == "m"} == {
+        f"ghost-user-{index}" for index in range(2000)
+    }
+
+
+def test_an_inference_error_with_a_huge_message_is_bounded_in_status_and_events(
+    workspace: Workspace, set_flags: Callable[..., None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model that raises with a 1 MB message: the cause kept and logged is short."""
+    workspace.add("m", "v1", Constant(1))
+    workspace.add("m", "v2", Shouting(2))
+    set_flags(m="v2")
+    seen: list[object] = []
+    with ModelFlags(workspace.write(), listeners=[seen.append]) as flags:
+        assert flags.get_model("m", "u1").predict(X).tolist() == [1, 1, 1]
+        assert flags.flush(5)
+        cause = flags.status()["m"].quarantined[0].cause
+    assert len(cause) < 600 and "\n" not in cause
+    for event in seen:
+        assert all(len(str(value)) < 600 for value in vars_of(event))
+    assert all(len(record.getMessage()) < 1000 for record in caplog.records)
+
+
+def vars_of(event: object) -> list[object]:
+    return [getattr(event, name) for name in getattr(event, "__slots__", ())]
+
+
+class Shouting(Constant):
+    """Raises with a megabyte-long, multi-line message."""
+
+    def predict(self, X: Any) -> np.ndarray:
+        raise ValueError("bad\n" * 250_000)
+
+
+def test_a_load_error_with_a_huge_message_is_bounded(
+    workspace: Workspace, set_flags: Callable[..., None]
+) -> None:
+    """A loader that raises with a huge message: the quarantine cause and the event are short."""
+    workspace.add("m", "v1", Constant(1))
+    workspace.add("m", "v2", raw=b"x", suffix=".bin", loader="shouting")
+
+    def shouting(path: Path) -> Any:
+        raise RuntimeError("no\n" * 250_000)
+
+    set_flags(m="v2")
+    seen: list[object] = []
+    with ModelFlags(
+        workspace.write(), loaders={"shouting": shouting}, listeners=[seen.append]
+    ) as flags:
+        assert flags.get_model("m", "u1").version == "v1"
+        assert flags.flush(5)
+        cause = flags.status()["m"].quarantined[0].cause
+    assert len(cause) < 600 and "\n" not in cause
+    failed = [event for event in seen if isinstance(event, VersionLoadFailed)]
+    assert failed and len(failed[0].error) < 600
+
+
+# -- 15: leftover temporary state files --------------------------------------------------------
+
+
+def test_temporary_state_files_left_by_a_killed_writer_are_removed_at_start(
+    workspace: Workspace, set_flags: Callable[..., None], tmp_path: Path
+) -> None:
+    """Older than a minute: removed. Fresh (another process is writing): kept. Others: kept."""
+    workspace.add("m", "v1", Constant(1))
+    set_flags(m="v1")
+    state = tmp_path / "state"
+    state.mkdir()
+    stale = state / ".modelflags-state-k1ll3d"
+    fresh = state / ".modelflags-state-wr1t1ng"
+    unrelated = state / "notes.txt"
+    for path in (stale, fresh, unrelated):
+        path.write_text("{")
+    old = time.time() - 120
+    os.utime(stale, (old, old))
+    os.utime(unrelated, (old, old))
+    with ModelFlags(workspace.write(), state_dir=state) as flags:
+        assert flags.get_model("m", "u1").version == "v1"
+    assert not stale.exists()
+    assert fresh.exists() and unrelated.exists()
+
+
+def test_a_decision_log_line_of_foreign_values_is_one_parseable_line(tmp_path: Path) -> None:
+    """Newlines, quotes and control characters in a decision's values are escaped."""
+    path = tmp_path / "d.jsonl"
+    with DecisionLog(path) as log:
+        log.log("m", 'v9"\n{"x":1}', "v1", "ERROR", "cause\r\n\x00\x1b", "user\n1")
+        assert log.flush(5)
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 1
+    decision = json.loads(lines[0])
+    assert decision["requested"] == 'v9"\n{"x":1}' and decision["cause"] == "cause\r\n\x00\x1b"
