@@ -252,9 +252,7 @@ def test_a_change_event_lifts_a_fresh_quarantine_once(tmp_path: Path) -> None:
 
         return joblib.load(path)
 
-    with ModelFlags(
-        builder.write(), clock=clock, loaders={"flaky": flaky}, prewarm=False
-    ) as flags:
+    with ModelFlags(builder.write(), clock=clock, loaders={"flaky": flaky}, prewarm=False) as flags:
         assert flags.get_model("m", "u1").version == "v1"
         assert flags.get_model("m", "u1").version == "v1"  # quarantined: not tried
         announce_change(flags, "m")
@@ -490,9 +488,10 @@ def test_a_10_mb_flag_value_is_bounded_and_escaped_everywhere(
     workspace.add("m", "v1", Constant(1))
     set_flags(m=HOSTILE)
     audit = tmp_path / "decisions.jsonl"
-    with caplog.at_level(logging.DEBUG, logger="modelflags"), ModelFlags(
-        workspace.write(), decision_log=audit
-    ) as flags:
+    with (
+        caplog.at_level(logging.DEBUG, logger="modelflags"),
+        ModelFlags(workspace.write(), decision_log=audit) as flags,
+    ):
         handle = flags.get_model("m", "u1")
         assert flags.flush(5)
         status = flags.status()["m"]
@@ -517,7 +516,9 @@ def test_2000_distinct_unknown_ids_write_a_bounded_number_of_log_lines(
     workspace.add("m", "v1", Constant(1))
     workspace.add("other", "v1", Constant(2))
 
-    def unknown_id(flag: InMemoryFlag[str], context: EvaluationContext) -> FlagResolutionDetails[str]:
+    def unknown_id(
+        flag: InMemoryFlag[str], context: EvaluationContext
+    ) -> FlagResolutionDetails[str]:
         return FlagResolutionDetails(
             f"ghost-{context.targeting_key}", reason=Reason.TARGETING_MATCH
         )
@@ -531,9 +532,10 @@ def test_2000_distinct_unknown_ids_write_a_bounded_number_of_log_lines(
         )
     )
     audit = tmp_path / "decisions.jsonl"
-    with caplog.at_level(logging.DEBUG, logger="modelflags"), ModelFlags(
-        workspace.write(), decision_log=audit
-    ) as flags:
+    with (
+        caplog.at_level(logging.DEBUG, logger="modelflags"),
+        ModelFlags(workspace.write(), decision_log=audit) as flags,
+    ):
         for index in range(2000):
             assert flags.get_model("m", f"user-{index}").version == "v1"
             assert flags.get_model("other", f"user-{index}").version == "v1"
