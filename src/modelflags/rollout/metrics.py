@@ -194,6 +194,12 @@ class Metrics:
                 sums[0] += 1
                 sums[1] += value
 
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: fresh locks (a recording thread may have held one)."""
+        self._lock = threading.Lock()
+        for series in self._series.values():
+            series.lock = threading.Lock()
+
     def _add_series(self, model: str, version: str) -> _Series:
         with self._lock:
             series = self._series.get((model, version))

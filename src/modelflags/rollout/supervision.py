@@ -132,10 +132,28 @@ class Supervisor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if rules:
-            self._thread = threading.Thread(
-                target=self._watch, name="modelflags-guardrails", daemon=True
-            )
-            self._thread.start()
+            self._start_watch()
+
+    def _start_watch(self) -> None:
+        self._thread = threading.Thread(
+            target=self._watch, name="modelflags-guardrails", daemon=True
+        )
+        self._thread.start()
+
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: fresh locks, and the background checks restarted
+        (their thread stayed in the parent)."""
+        self._lock = threading.Lock()
+        self.metrics.reset_after_fork()
+        # Guardrails keeps one lock of its own, which its checks may have held at the fork.
+        self.guardrails._lock = threading.Lock()
+        stopped = self._stop.is_set()
+        self._stop = threading.Event()
+        if self._thread is not None:
+            if stopped:
+                self._stop.set()
+            else:
+                self._start_watch()
 
     # -- request path ---------------------------------------------------------------------------
 

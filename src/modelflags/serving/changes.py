@@ -137,6 +137,10 @@ class ChangeFeed:
         if erring and quiet:
             self.recovered()
 
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: a fresh lock (another thread may have held it)."""
+        self._lock = threading.Lock()
+
     # -- the override layer ---------------------------------------------------------------------
 
     def on_override_event(

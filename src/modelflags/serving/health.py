@@ -251,6 +251,11 @@ class Health:
         """The injected clock's time."""
         return self._clock()
 
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: fresh locks (another thread may have held them)."""
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+
     # -- persistence ----------------------------------------------------------------------------
 
     def _restore(self, known_versions: Mapping[str, frozenset[str]]) -> None:

@@ -115,6 +115,13 @@ class Prewarmer:
             except RuntimeError:  # closed meanwhile
                 return
 
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: a fresh lock, no thread (the next pass starts one)
+        and no pass in flight (those stayed in the parent)."""
+        self._lock = threading.Lock()
+        self._executor = None
+        self._warming = frozenset()
+
     def close(self) -> None:
         """Cancel pending passes and join the thread."""
         with self._lock:

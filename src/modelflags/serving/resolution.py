@@ -214,6 +214,13 @@ class Resolver:
             future.cancel()
             return _timed_out(flag_key, default, bound)
 
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: fresh locks, and no worker threads (bounded
+        evaluations start new ones)."""
+        self._lock = threading.Lock()
+        self._pins_lock = threading.Lock()
+        self._executor = None
+
     def close(self) -> None:
         """Stop the worker threads of bounded evaluations, if any were started."""
         with self._lock:

@@ -270,6 +270,15 @@ class ShadowRunner:
                 self._idle.wait(remaining)
         return True
 
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: a fresh lock and queue, no threads (the next mirrored
+        call starts them); calls queued before the fork are the parent's."""
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._queue = queue.SimpleQueue()
+        self._threads = []
+        self._in_flight = 0
+
     def close(self, *, drain: bool = False, timeout: float = 5.0) -> None:
         """Stop: cancel queued calls (or run them, with ``drain``) and join the threads."""
         if drain:
