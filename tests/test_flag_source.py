@@ -196,6 +196,34 @@ def test_an_invalid_flagd_file_shows_as_an_error_logged_once_per_change_of_state
     assert "FlagdProvider is error" in lines[0] and "ready again" in lines[1]
 
 
+def test_a_request_flagd_cannot_split_leaves_the_source_ready(
+    registry: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fractional split evaluated without a targeting key makes flagd log an error for that
+    request: a problem of one evaluation, not of the flag source."""
+    path = tmp_path / "split.json"
+    split = {"fractional": [["v1", 50], ["v2", 50]]}
+    document = {"flags": {"m": {**FLAGS["flags"]["m"], "targeting": split}}}
+    path.write_text(json.dumps(document))
+    api.set_provider_and_wait(
+        FlagdProvider(
+            resolver_type=ResolverType.FILE, offline_flag_source_path=str(path), deadline_ms=50
+        )
+    )
+    try:
+        with caplog.at_level(logging.INFO), ModelFlags(registry) as flags:
+            for _ in range(3):
+                flags.get_model("m")  # no user: no targeting key to split on
+            keyed = {flags.get_model("m", f"user-{index}").version for index in range(40)}
+            source = flags.status()["m"].flag_source
+    finally:
+        api.shutdown()
+    assert keyed == {"v1", "v2"}
+    assert any(r.name.startswith("openfeature") for r in caplog.records)  # flagd did complain
+    assert source is not None and (source.state, source.errors) == ("ready", 0)
+    assert source_lines(caplog) == []
+
+
 # -- Unleash -----------------------------------------------------------------------------------
 
 FEATURES = {

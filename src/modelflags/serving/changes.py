@@ -36,9 +36,11 @@ logger = logging.getLogger(__name__)
 OnChange = Callable[[frozenset[str] | None], None]
 
 # Loggers through which providers report failures they emit no event for, by provider module.
+# Not flagd's: it emits PROVIDER_ERROR for a flag source that fails, and its log also carries
+# evaluation problems of single requests (a fractional split without a targeting key), which say
+# nothing of the source's health.
 _PROVIDER_LOGGERS: Mapping[str, tuple[str, ...]] = {
     "openfeature.contrib.provider.unleash": ("UnleashClient",),
-    "openfeature.contrib.provider.flagd": ("openfeature.contrib",),
 }
 _NOT_SET = "NoOpProvider"
 
