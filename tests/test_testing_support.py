@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import modelflags
 from modelflags import (
     AuditOptions,
     Backoff,
@@ -30,7 +31,7 @@ from models import Broken, Constant
 from support import wait_until
 
 X = np.zeros((3, 2))
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(modelflags.__file__).resolve().parents[1]  # the code under test, not an install
 
 
 def test_the_testing_module_imports_and_pins_without_pytest(tmp_path: Path) -> None:
