@@ -66,6 +66,14 @@ def test_record_outcome_rejects_what_is_not_a_finite_number(outcome_flags: Any, 
     assert "v1" not in outcome_flags.metrics("m")
 
 
+def test_a_rejected_outcome_value_is_shown_bounded_in_the_error(outcome_flags: Any) -> None:
+    """A 1 MB string passed as the value gives a short error message."""
+    handle = outcome_flags.get_model("m", "u1")
+    with pytest.raises(ValueError) as caught:
+        outcome_flags.record_outcome(handle, "click", "9" * 1_000_000)
+    assert len(str(caught.value)) < 300
+
+
 def test_record_outcome_takes_numpy_numbers(outcome_flags: Any) -> None:
     """numpy floats and integers are numbers like any other."""
     handle = outcome_flags.get_model("m", "u1")

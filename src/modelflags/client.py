@@ -21,7 +21,7 @@ from openfeature.client import OpenFeatureClient
 
 from modelflags.artifacts import Loader
 from modelflags.assembly import assemble
-from modelflags.errors import ModelFlagsError, ModelUnavailableError
+from modelflags.errors import ModelFlagsError, ModelUnavailableError, shown
 from modelflags.options import (
     AuditOptions,
     CacheOptions,
@@ -213,7 +213,7 @@ class ModelFlags:
             raise ModelUnavailableError(
                 f"model {model_name!r} has no version {served!r}", model=model_name, version=served
             )
-        number = _finite(value, f"outcome {name!r} of model {model_name!r}")
+        number = _finite(value, f"outcome {shown(name)} of model {model_name!r}")
         if self._supervisor is not None:
             self._supervisor.record_outcome(model_name, served, name, number)
         self._resolver.track(name, context, number, model_name, served)
@@ -377,8 +377,8 @@ def _as_registry(registry: str | os.PathLike[str] | Registry | Mapping[str, Any]
 def _finite(value: object, what: str) -> float:
     """``value`` as a finite float; ``ValueError`` for NaN, infinities and non-numbers."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{what}: {value!r} is not a number")
+        raise ValueError(f"{what}: {shown(value)} is not a number")
     number = float(value)
     if number != number or number in (float("inf"), float("-inf")):
-        raise ValueError(f"{what}: {value!r} is not a finite number")
+        raise ValueError(f"{what}: {shown(value)} is not a finite number")
     return number
