@@ -21,7 +21,7 @@ from modelflags import ModelFlags, ServingReason
 from modelflags.testing import pinned
 
 from models import Constant
-from support import Workspace
+from support import Workspace, wait_until
 
 X = np.zeros((3, 2))
 BOUND = 0.2
@@ -101,6 +101,28 @@ def test_get_model_with_a_timeout_answers_with_the_lkg_when_the_provider_hangs(
     assert status.last_flag_error is not None and "did not answer within 0.2 s" in (
         status.last_flag_error
     )
+
+
+def test_a_provider_that_never_answers_is_not_asked_without_end(
+    registry: Path, hanging: HangingProvider
+) -> None:
+    """With every worker stuck and a few evaluations queued behind them, later requests are
+    answered by the LKG at once instead of queueing more evaluations; once the provider answers
+    again, bounded evaluations serve the flag."""
+    with ModelFlags(registry, evaluation_timeout=BOUND) as flags:
+        took = []
+        for _ in range(20):
+            started = time.monotonic()
+            handle = flags.get_model("m", "u1")
+            took.append(time.monotonic() - started)
+            assert (handle.version, handle.reason) == ("v1", ServingReason.ERROR)
+        assert max(took) < BOUND + SLACK
+        assert sum(t < BOUND / 2 for t in took) >= 10, took  # answered without waiting
+        last = flags.status()["m"].last_flag_error or ""
+        assert "has not answered 8 evaluations" in last
+        assert hanging.sync_calls <= 4
+        hanging.release.set()
+        wait_until(lambda: flags.get_model("m", "u1").version == "v2", 10, "the flag served")
 
 
 def test_an_evaluation_timeout_bounds_every_get_model(

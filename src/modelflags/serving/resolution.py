@@ -42,6 +42,7 @@ OVERRIDE = ServingReason.OVERRIDE
 """The reason of an answer from an override file or a pin."""
 
 _LOGGED_CAUSES_PER_MODEL = 32
+_EVALUATION_WORKERS = 4
 
 
 class OverrideSource(Protocol):
@@ -112,6 +113,7 @@ class Resolver:
         self._errors: dict[str, int] = {}
         self._last_error: dict[str, str] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self._unanswered = 0
 
     # -- pins -----------------------------------------------------------------------------------
 
@@ -205,14 +207,27 @@ class Resolver:
     ) -> FlagEvaluationDetails[str]:
         with self._lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(4, thread_name_prefix="modelflags-evaluate")
+                self._executor = ThreadPoolExecutor(
+                    _EVALUATION_WORKERS, thread_name_prefix="modelflags-evaluate"
+                )
             executor = self._executor
+            # Evaluations a provider has not answered wait in the executor's queue; past this
+            # many, the default answers at once instead of queueing behind them without end.
+            saturated = self._unanswered >= 2 * _EVALUATION_WORKERS
+            if not saturated:
+                self._unanswered += 1
+        if saturated:
+            return _timed_out(flag_key, default, bound, waiting=self._unanswered)
         future = executor.submit(self.client.get_string_details, flag_key, default, context)
+        future.add_done_callback(self._answered)
         try:
             return future.result(bound)
         except FutureTimeout:
-            future.cancel()
             return _timed_out(flag_key, default, bound)
+
+    def _answered(self, future: object) -> None:
+        with self._lock:
+            self._unanswered -= 1
 
     def reset_after_fork(self) -> None:
         """In a child process just forked: fresh locks, and no worker threads (bounded
@@ -220,6 +235,7 @@ class Resolver:
         self._lock = threading.Lock()
         self._pins_lock = threading.Lock()
         self._executor = None
+        self._unanswered = 0
 
     def close(self) -> None:
         """Stop the worker threads of bounded evaluations, if any were started."""
@@ -385,13 +401,17 @@ def _forget(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _timed_out(flag_key: str, default: str, bound: float) -> FlagEvaluationDetails[str]:
+def _timed_out(
+    flag_key: str, default: str, bound: float, *, waiting: int = 0
+) -> FlagEvaluationDetails[str]:
+    message = (
+        f"the flag provider has not answered {waiting} evaluations; not asked again until one "
+        "returns"
+        if waiting
+        else f"the flag provider did not answer within {bound:g} s"
+    )
     return FlagEvaluationDetails(
-        flag_key,
-        default,
-        reason=Reason.ERROR,
-        error_code=ErrorCode.GENERAL,
-        error_message=f"the flag provider did not answer within {bound:g} s",
+        flag_key, default, reason=Reason.ERROR, error_code=ErrorCode.GENERAL, error_message=message
     )
 
 
