@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelflags import DecisionLog, FallbackServed, ModelFlags, VersionLoaded
+from modelflags import DecisionLog, FallbackServed, ModelFlags, VersionLoaded, assembly
 from modelflags.testing import InMemoryFlags, RegistryBuilder
 
 from models import Broken, Constant
@@ -118,11 +118,16 @@ def test_a_modelflags_made_before_fork_serves_in_the_child(
         assert flags.flush(5)
         assert "modelflags-events" in modelflags_threads()
 
+        parts = flags._parts
+        assert parts.audit is not None and parts.supervisor is not None
+        parent_threads = (parts.audit._thread, parts.supervisor._thread)
+
         def child() -> None:
-            assert modelflags_threads() == [
-                "modelflags-decision-log",
-                "modelflags-guardrails",
-            ], modelflags_threads()
+            # This instance's writer and guardrail threads run again, as new threads.
+            for thread in (parts.audit._thread, parts.supervisor._thread):
+                assert thread is not None and thread.is_alive(), thread
+                assert all(thread is not parent for parent in parent_threads)
+            assert {"modelflags-decision-log", "modelflags-guardrails"} <= set(modelflags_threads())
             recorder.events.clear()
             source.provider._flags = InMemoryFlags(m="v3").provider._flags
             handle = flags.get_model("m", "child-user")  # v3 loads here, then fails inference
@@ -138,7 +143,9 @@ def test_a_modelflags_made_before_fork_serves_in_the_child(
             key = audit.hash_key("child-user")
             assert key in (tmp_path / "decisions.jsonl").read_text()
             flags.close()
-            assert modelflags_threads() == []
+            assert not parts.audit._thread.is_alive()
+            assert parts.supervisor._thread is not None
+            assert not parts.supervisor._thread.is_alive()
 
         run_in_child(child, tmp_path / "child-report.txt")
         # The parent never saw the child's version.
@@ -234,16 +241,19 @@ def test_a_closed_modelflags_stays_closed_in_the_child(
     flags.get_model("m", "u1")
     flags.close()
 
+    parts = flags._parts
+
     def child() -> None:
-        assert modelflags_threads() == [], modelflags_threads()
+        assert parts.audit is not None and not parts.audit._thread.is_alive()
+        assert parts.supervisor is not None and parts.supervisor._thread is not None
+        assert not parts.supervisor._thread.is_alive()
+        assert parts not in assembly._LIVE
 
     run_in_child(child, tmp_path / "child-report.txt")
 
 
 def test_the_fork_hook_keeps_no_instance_alive(registry: Path, source: InMemoryFlags) -> None:
     """The hook holds the parts of open instances weakly; closed ones are forgotten."""
-    from modelflags import assembly
-
     refs = []
     for _ in range(3):
         flags = ModelFlags(registry)
