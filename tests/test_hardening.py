@@ -3,6 +3,7 @@ mutating methods, deeply nested files, huge and strange flag values, leftover st
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import logging
@@ -107,14 +108,16 @@ def test_only_impossible_latencies_leave_the_quantiles_empty() -> None:
 
 
 def churn_registry(folder: Path, versions: int, seed: int = 0) -> tuple[RegistryBuilder, int]:
-    """``versions`` real classifiers; returns the builder and the largest artifact's size."""
+    """``versions`` real classifiers (one fit, copies with distinct coefficients); returns the
+    builder and the largest artifact's size."""
     builder = RegistryBuilder(folder)
     rng = np.random.RandomState(seed)
     features = rng.rand(60, 2)
-    labels = (features[:, 0] > 0.5).astype(int)
+    fitted = LogisticRegression().fit(features, (features[:, 0] > 0.5).astype(int))
     largest = 0
     for index in range(1, versions + 1):
-        model = LogisticRegression(C=float(index)).fit(features, labels)
+        model = copy.deepcopy(fitted)
+        model.coef_ = model.coef_ * index
         largest = max(largest, builder.add("m", f"v{index}", model).stat().st_size)
     return builder, largest
 
@@ -161,15 +164,21 @@ def test_zero_sized_artifacts_respect_max_models(tmp_path: Path) -> None:
     assert sorted(status.loaded) == ["v1", "v5", "v6"]
 
 
+@pytest.fixture(scope="module")
+def churn(tmp_path_factory: pytest.TempPathFactory) -> tuple[RegistryBuilder, int]:
+    """30 versions, written once for the tests that only read them."""
+    return churn_registry(tmp_path_factory.mktemp("churn"), 30)
+
+
 @pytest.mark.parametrize("room", [2.5, 0.5], ids=["room for 2.5 versions", "versions too big"])
 def test_the_cache_stays_within_its_bounds_while_30_versions_churn(
-    tmp_path: Path, room: float
+    churn: tuple[RegistryBuilder, int], room: float
 ) -> None:
     """Each version in turn is flagged, served and becomes the LKG: at every step the cache
     holds at most ``max_models`` entries and ``max_bytes`` bytes besides the pinned LKG, and
     no more model objects than that stay alive, also when every version is larger than
     ``max_bytes``."""
-    builder, size = churn_registry(tmp_path, 30)
+    builder, size = churn
     max_models, max_bytes = 3, int(size * room)
     source = InMemoryFlags(m="v1").install()
     alive: list[weakref.ref[Any]] = []
