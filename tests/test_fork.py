@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelflags import DecisionLog, FallbackServed, ModelFlags, VersionLoaded, assembly
+from modelflags import DecisionLog, FallbackServed, ModelFlags, VersionLoaded
 from modelflags.testing import InMemoryFlags, RegistryBuilder
 
 from models import Broken, Constant
@@ -242,6 +242,7 @@ def test_a_closed_modelflags_stays_closed_in_the_child(
     flags.close()
 
     parts = flags._parts
+    from modelflags import assembly
 
     def child() -> None:
         assert parts.audit is not None and not parts.audit._thread.is_alive()
@@ -254,6 +255,8 @@ def test_a_closed_modelflags_stays_closed_in_the_child(
 
 def test_the_fork_hook_keeps_no_instance_alive(registry: Path, source: InMemoryFlags) -> None:
     """The hook holds the parts of open instances weakly; closed ones are forgotten."""
+    from modelflags import assembly
+
     refs = []
     for _ in range(3):
         flags = ModelFlags(registry)
