@@ -16,10 +16,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.preprocessing import Normalizer, StandardScaler
 
-from modelflags import (
-    Backoff,
-    ModelFlags,
-)
+from modelflags import Backoff, ModelFlags
 from modelflags.rollout.metrics import Metrics
 from modelflags.testing import FakeClock, InMemoryFlags, RegistryBuilder
 
