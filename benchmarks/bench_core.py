@@ -3,6 +3,7 @@
 Prints, per provider (OpenFeature in-memory, flagd FILE mode):
 - ``client.get_string_details`` alone (the baseline) and ``ModelFlags.get_model`` on a cached
   version, each the median of several timed rounds, and their ratio;
+- ``get_model`` without a timeout and with one (a worker thread per evaluation), flagd FILE mode;
 - the first ``get_model`` of a version (fetch, sha256, joblib.load) against a bare ``joblib.load``.
 
 Run: ``python benchmarks/bench_core.py`` (about 20 seconds).
@@ -102,6 +103,25 @@ def hot_path(name: str, registry: Path) -> float:
     return ratio
 
 
+def timeouts(registry: Path) -> None:
+    """The hot path without a timeout (unchanged: no thread, no extra call) against one with a
+    bound, which runs each evaluation on a worker thread."""
+    client = api.get_client()
+    context = EvaluationContext("user-42", {"country": "DE"})
+    with ModelFlags(registry) as flags:
+        flags.get_model("recommender", context)
+        bare, ours = interleaved(
+            lambda: client.get_string_details("recommender", "v1", context),
+            lambda: flags.get_model("recommender", context),
+        )
+        bounded = per_call_us(lambda: flags.get_model("recommender", context, timeout=1.0))
+    print(
+        f"{'timeouts':<10} bare evaluation {bare:7.2f} us | get_model, no timeout {ours:7.2f} us "
+        f"(ratio {ours / bare:.3f}) | get_model(timeout=1.0) {bounded:7.2f} us "
+        f"(ratio {bounded / bare:.3f})"
+    )
+
+
 def cold_load(registry: Path) -> float:
     artifact = registry.parent / "v1.joblib"
     bare_samples, ours_samples = [], []
@@ -139,6 +159,7 @@ def main() -> int:
             )
         )
         hot_path("flagd file", registry)
+        timeouts(registry)
         cold_load(registry)
         api.shutdown()
     return 0

@@ -8,9 +8,11 @@ and what runs beside it (shadow, prewarm), then supervision (metrics and guardra
 
 from __future__ import annotations
 
+import logging
 import os
 import random as _random
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -37,10 +39,17 @@ from modelflags.telemetry.status import ModelStatus, model_status
 
 __all__ = ["Parts", "assemble"]
 
+logger = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, eq=False)
 class Parts:
-    """The parts of one ModelFlags instance."""
+    """The parts of one ModelFlags instance.
+
+    Made before ``os.fork()`` (gunicorn ``--preload``, multiprocessing), they keep working in the
+    child: :meth:`reset_after_fork` runs there, replacing every lock another thread may have held
+    and restarting the background threads, which do not survive a fork.
+    """
 
     registry: Registry
     events: EventDispatcher
@@ -119,8 +128,24 @@ class Parts:
                 contexts = prewarmer.ring(name).snapshot()
                 release_moved_rollbacks(self.supervisor, name, contexts, self.policy.selects)
 
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: fresh locks, queues and background threads."""
+        self.events.reset_after_fork()
+        self.feed.reset_after_fork()
+        self.resolver.reset_after_fork()
+        self.keeper.health.reset_after_fork()
+        self.keeper.cache.reset_after_fork()
+        self.shadow.reset_after_fork()
+        if self.policy.prewarmer is not None:
+            self.policy.prewarmer.reset_after_fork()
+        if self.supervisor is not None:
+            self.supervisor.reset_after_fork()
+        if self.audit is not None:
+            self.audit.reset_after_fork()
+
     def close(self) -> None:
         """Stop every background part and release resources, the change feed first."""
+        _LIVE.discard(self)
         self.feed.close()
         if self.policy.prewarmer is not None:
             self.policy.prewarmer.close()
@@ -227,6 +252,7 @@ def assemble(
         registry, events, feed, resolver, layer, keeper, shadow, policy, supervisor, audit
     )
     assembled.append(parts)
+    _LIVE.add(parts)
     return parts
 
 
@@ -235,3 +261,19 @@ def _decision_log(options: AuditOptions) -> DecisionLog | None:
     if chosen is None or isinstance(chosen, DecisionLog):
         return chosen
     return DecisionLog(chosen, sample=options.sample)
+
+
+_LIVE: weakref.WeakSet[Parts] = weakref.WeakSet()
+"""The parts of every open ModelFlags of the process (weakly: they never keep one alive)."""
+
+
+def _after_fork_in_child() -> None:
+    for parts in list(_LIVE):
+        try:
+            parts.reset_after_fork()
+        except Exception:  # one broken instance must not leave the others broken too
+            logger.exception("modelflags: resetting %r after fork failed", parts)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, where there is no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -20,7 +20,7 @@ from openfeature.client import OpenFeatureClient
 
 from modelflags.artifacts import Loader
 from modelflags.assembly import assemble
-from modelflags.errors import ModelFlagsError, ModelUnavailableError
+from modelflags.errors import ModelFlagsError, ModelUnavailableError, shown
 from modelflags.options import (
     AuditOptions,
     CacheOptions,
@@ -204,7 +204,7 @@ class ModelFlags:
         else:
             model_name, served, context = model, version, None
         self._version(model_name, served)
-        number = finite(value, f"outcome {name!r} of model {model_name!r}")
+        number = finite(value, f"outcome {shown(name)} of model {model_name!r}")
         if self._supervisor is not None:
             self._supervisor.record_outcome(model_name, served, name, number)
         self._resolver.track(name, context, number, model_name, served)

@@ -152,7 +152,8 @@ class Metrics:
 
         ``error``: the version raised; ``fell_back``: the last known good version answered.
         A call that fell back without an error never ran on ``version``: it counts as skipped,
-        and its latency (the last known good version's) is left out.
+        and its latency (the last known good version's) is left out. A latency that is not a
+        finite, non-negative number (NaN, an infinity) is left out too; the call still counts.
         """
         series = self._series.get((model, version))
         if series is None:
@@ -170,7 +171,8 @@ class Metrics:
                 if not error:
                     piece.skipped += 1
                     return
-            piece.latency.add(latency_s)
+            if 0.0 <= latency_s < math.inf:  # False for NaN too
+                piece.latency.add(latency_s)
 
     def record_outcome(self, model: str, version: str, name: str, value: float) -> None:
         """Add one value of outcome ``name`` (e.g. 1.0 for a click, 0.0 for none) to ``version``.
@@ -191,6 +193,12 @@ class Metrics:
             else:
                 sums[0] += 1
                 sums[1] += value
+
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: fresh locks (a recording thread may have held one)."""
+        self._lock = threading.Lock()
+        for series in self._series.values():
+            series.lock = threading.Lock()
 
     def _add_series(self, model: str, version: str) -> _Series:
         with self._lock:

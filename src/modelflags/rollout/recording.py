@@ -13,6 +13,7 @@ import math
 import numbers
 from collections.abc import Sequence
 
+from modelflags.errors import shown
 from modelflags.rollout.metrics import Metrics, MetricsRecorder
 
 __all__ = ["Recording", "finite"]
@@ -63,8 +64,8 @@ def finite(value: object, what: str) -> float:
     """``value`` as a finite float; ``ValueError`` naming ``what`` for NaN, infinities, strings
     (``"nan"`` included) and anything else that is not a real number."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{what}: {value!r} is not a number")
+        raise ValueError(f"{what}: {shown(value)} is not a number")
     number = float(value)
     if not math.isfinite(number):
-        raise ValueError(f"{what}: {value!r} is not a finite number")
+        raise ValueError(f"{what}: {shown(value)} is not a finite number")
     return number

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from modelflags.errors import InvalidActionError
+from modelflags.errors import InvalidActionError, shown
 from modelflags.registry import ModelSpec
 from modelflags.registry.guardrails import GuardrailRules
 from modelflags.rollout.guardrails import Guardrails
@@ -136,10 +136,28 @@ class Supervisor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if rules:
-            self._thread = threading.Thread(
-                target=self._watch, name="modelflags-guardrails", daemon=True
-            )
-            self._thread.start()
+            self._start_watch()
+
+    def _start_watch(self) -> None:
+        self._thread = threading.Thread(
+            target=self._watch, name="modelflags-guardrails", daemon=True
+        )
+        self._thread.start()
+
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: fresh locks, and the background checks restarted
+        (their thread stayed in the parent)."""
+        self._lock = threading.Lock()
+        self.metrics.reset_after_fork()
+        # Guardrails keeps one lock of its own, which its checks may have held at the fork.
+        self.guardrails._lock = threading.Lock()
+        stopped = self._stop.is_set()
+        self._stop = threading.Event()
+        if self._thread is not None:
+            if stopped:
+                self._stop.set()
+            else:
+                self._start_watch()
 
     # -- request path ---------------------------------------------------------------------------
 
@@ -407,10 +425,11 @@ class Supervisor:
             self._actuator.rollback(flag_key, to_version=lkg, from_version=version)
         except Exception as exc:
             self._actuator_errors += 1
+            message = shown(str(exc), limit=500, quote=False)
             logger.error(
-                "model %r: rolling back flag %r at its source failed: %s", model, flag_key, exc
+                "model %r: rolling back flag %r at its source failed: %s", model, flag_key, message
             )
-            self._emit(ActuatorFailed(model, version, flag_key, str(exc)))
+            self._emit(ActuatorFailed(model, version, flag_key, message))
         else:
             logger.info("model %r: flag %r now serves %r at its source", model, flag_key, lkg)
 

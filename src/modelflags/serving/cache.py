@@ -165,6 +165,12 @@ class ModelCache:
             self._lru.pop(key, None)
             self._index.pop(key, None)
 
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: a fresh lock, and no loads in flight (the threads
+        running them stayed in the parent, so the next request for those keys loads anew)."""
+        self._lock = threading.Lock()
+        self._pending = {}
+
     def snapshot(self) -> dict[Hashable, tuple[int, bool]]:
         """Every cached key with its bytes and whether it is pinned."""
         with self._lock:

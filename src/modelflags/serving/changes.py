@@ -36,9 +36,11 @@ logger = logging.getLogger(__name__)
 OnChange = Callable[[frozenset[str] | None], None]
 
 # Loggers through which providers report failures they emit no event for, by provider module.
+# Not flagd's: it emits PROVIDER_ERROR for a flag source that fails, and its log also carries
+# evaluation problems of single requests (a fractional split without a targeting key), which say
+# nothing of the source's health.
 _PROVIDER_LOGGERS: Mapping[str, tuple[str, ...]] = {
     "openfeature.contrib.provider.unleash": ("UnleashClient",),
-    "openfeature.contrib.provider.flagd": ("openfeature.contrib",),
 }
 _NOT_SET = "NoOpProvider"
 
@@ -71,7 +73,9 @@ class ChangeFeed:
         self._closed = False
         self._state = "ready"
         self._since: float | None = clock()
-        self._errors = 0
+        # Failures counted per route (events, log records): a provider that both emits and logs
+        # each failure (flagd) must not count it twice, so the count is the larger of the two.
+        self._errors: dict[str, int] = {}
         self._last_error: str | None = None
         self._last_error_at = 0.0
         self._provider_name = ""
@@ -92,20 +96,25 @@ class ChangeFeed:
         provider = self._client.provider
         name = type(provider).__name__
         if name == _NOT_SET:
-            return FlagSourceStatus(name, "not set", None, self._errors, self._last_error)
+            return FlagSourceStatus(name, "not set", None, self._error_count(), self._last_error)
         self._recover_if_quiet()
         with self._lock:
-            return FlagSourceStatus(name, self._state, self._since, self._errors, self._last_error)
+            return FlagSourceStatus(
+                name, self._state, self._since, self._error_count(), self._last_error
+            )
+
+    def _error_count(self) -> int:
+        return max(self._errors.values(), default=0)
 
     def provider_set(self) -> bool:
         """False while the client has no provider (OpenFeature's no-op provider)."""
         return type(self._client.provider).__name__ != _NOT_SET
 
-    def failed(self, message: str, *, state: str = "error") -> None:
-        """Record an error (or staleness) of the flag source."""
+    def failed(self, message: str, *, state: str = "error", route: str = "event") -> None:
+        """Record an error (or staleness) of the flag source, reported through ``route``."""
         text = shown(message, limit=200, quote=False)
         with self._lock:
-            self._errors += 1
+            self._errors[route] = self._errors.get(route, 0) + 1
             self._last_error = text
             self._last_error_at = self._clock()
             changed = self._state != state
@@ -129,6 +138,10 @@ class ChangeFeed:
             quiet = self._clock() - self._last_error_at >= self._quiet_s
         if erring and quiet:
             self.recovered()
+
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: a fresh lock (another thread may have held it)."""
+        self._lock = threading.Lock()
 
     # -- the override layer ---------------------------------------------------------------------
 
@@ -245,7 +258,7 @@ class _LogWatch(logging.Handler):
             message = record.getMessage()
         except Exception:
             message = str(record.msg)
-        self._feed.failed(message)
+        self._feed.failed(message, route="log")
 
 
 def _message(details: object) -> str | None:

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 __all__ = ["STATE_FILE", "Backoff", "Health", "Quarantine"]
@@ -45,7 +45,11 @@ class Backoff:
 
 @dataclass(frozen=True, slots=True)
 class Quarantine:
-    """A quarantined version: why, how many failures in a row, and when it may be tried again."""
+    """A quarantined version: why, how many failures in a row, and when it may be tried again.
+
+    ``liftable``: a change event may still cut this back-off short; ``due``: when it would have
+    ended had an event not lifted it (``None`` when no event did).
+    """
 
     model: str
     version: str
@@ -53,6 +57,8 @@ class Quarantine:
     failures: int
     since: float
     until: float
+    liftable: bool = True
+    due: float | None = None
 
 
 class Health:
@@ -171,8 +177,17 @@ class Health:
             entries = self._quarantine.setdefault(model, {})
             previous = entries.get(version)
             failures = previous.failures + 1 if previous is not None else 1
+            # A failure inside a back-off that an event cut short waits out its own back-off in
+            # full: events shorten each back-off at most once.
+            liftable = previous is None or previous.due is None or now >= previous.due
             entry = Quarantine(
-                model, version, cause, failures, now, now + self.backoff.delay(failures)
+                model,
+                version,
+                cause,
+                failures,
+                now,
+                now + self.backoff.delay(failures),
+                liftable,
             )
             # Replace the mapping so lock-free readers never see it change under them.
             self._quarantine[model] = {**entries, version: entry}
@@ -191,22 +206,27 @@ class Health:
         return released
 
     def lift(self, model: str) -> list[str]:
-        """Let every quarantined version of ``model`` be tried again now (a flag changed).
+        """Let quarantined versions of ``model`` be tried again now (a flag changed).
 
-        Their failure counts stay: a version that fails again is quarantined for the next, longer
-        back-off, so a flapping provider cannot defeat it. A version's count resets only when it
-        proves itself (:meth:`mark_good`) or a person releases it (:meth:`release`).
+        An event lifts each back-off at most once, and a version that fails again before that
+        back-off would have ended waits out its next, longer one in full; failure counts stay
+        until the version proves itself (:meth:`mark_good`) or a person releases it
+        (:meth:`release`). So a provider emitting change events every few hundred milliseconds
+        gets a failing version tried at most twice per back-off, never once per event.
+        Returns the versions lifted.
         """
         now = self._clock()
         with self._lock:
             entries = self._quarantine.get(model) or {}
-            waiting = sorted(version for version, entry in entries.items() if entry.until > now)
+            waiting = sorted(
+                version
+                for version, entry in entries.items()
+                if entry.until > now and entry.liftable
+            )
             if waiting:
                 self._quarantine[model] = {
                     version: (
-                        Quarantine(
-                            entry.model, version, entry.cause, entry.failures, entry.since, now
-                        )
+                        replace(entry, until=now, liftable=False, due=entry.until)
                         if version in waiting
                         else entry
                     )
@@ -230,6 +250,11 @@ class Health:
     def now(self) -> float:
         """The injected clock's time."""
         return self._clock()
+
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: fresh locks (another thread may have held them)."""
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
 
     # -- persistence ----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from openfeature.evaluation_context import EvaluationContext
 
+from modelflags.errors import shown
 from modelflags.telemetry.events import Event, PrewarmCompleted
 
 __all__ = ["ContextRing", "Prewarmer"]
@@ -114,6 +115,13 @@ class Prewarmer:
             except RuntimeError:  # closed meanwhile
                 return
 
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: a fresh lock, no thread (the next pass starts one)
+        and no pass in flight (those stayed in the parent)."""
+        self._lock = threading.Lock()
+        self._executor = None
+        self._warming = frozenset()
+
     def close(self) -> None:
         """Cancel pending passes and join the thread."""
         with self._lock:
@@ -148,7 +156,12 @@ class Prewarmer:
                     loaded.append(version)
                 except Exception as exc:
                     failed.append(version)
-                    logger.warning("prewarm of model %r version %r failed: %s", model, version, exc)
+                    logger.warning(
+                        "prewarm of model %r version %r failed: %s",
+                        model,
+                        version,
+                        shown(str(exc), limit=500, quote=False),
+                    )
         finally:
             with self._lock:
                 self._warming = self._warming - keys

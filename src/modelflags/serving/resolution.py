@@ -42,6 +42,7 @@ OVERRIDE = ServingReason.OVERRIDE
 """The reason of an answer from an override file or a pin."""
 
 _LOGGED_CAUSES_PER_MODEL = 32
+_EVALUATION_WORKERS = 4
 
 
 class OverrideSource(Protocol):
@@ -112,6 +113,7 @@ class Resolver:
         self._errors: dict[str, int] = {}
         self._last_error: dict[str, str] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self._unanswered = 0
 
     # -- pins -----------------------------------------------------------------------------------
 
@@ -189,24 +191,51 @@ class Resolver:
         evaluation = self.client.get_string_details_async(flag_key, default, context)
         if bound is None:
             return await evaluation
+        # Not asyncio.wait_for: the SDK's evaluation raises UnboundLocalError from its own
+        # ``finally`` when it is cancelled (openfeature-sdk 0.10), which wait_for would pass on.
+        task = asyncio.ensure_future(evaluation)
         try:
-            return await asyncio.wait_for(evaluation, bound)
-        except TimeoutError:
-            return _timed_out(flag_key, default, bound)
+            await asyncio.wait((task,), timeout=bound)
+        finally:
+            if not task.done():
+                task.cancel()
+                task.add_done_callback(_forget)
+        return task.result() if task.done() else _timed_out(flag_key, default, bound)
 
     def _bounded(
         self, flag_key: str, default: str, context: EvaluationContext, bound: float
     ) -> FlagEvaluationDetails[str]:
         with self._lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(4, thread_name_prefix="modelflags-evaluate")
+                self._executor = ThreadPoolExecutor(
+                    _EVALUATION_WORKERS, thread_name_prefix="modelflags-evaluate"
+                )
             executor = self._executor
+            # Evaluations a provider has not answered wait in the executor's queue; past this
+            # many, the default answers at once instead of queueing behind them without end.
+            saturated = self._unanswered >= 2 * _EVALUATION_WORKERS
+            if not saturated:
+                self._unanswered += 1
+        if saturated:
+            return _timed_out(flag_key, default, bound, waiting=self._unanswered)
         future = executor.submit(self.client.get_string_details, flag_key, default, context)
+        future.add_done_callback(self._answered)
         try:
             return future.result(bound)
         except FutureTimeout:
-            future.cancel()
             return _timed_out(flag_key, default, bound)
+
+    def _answered(self, future: object) -> None:
+        with self._lock:
+            self._unanswered -= 1
+
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: fresh locks, and no worker threads (bounded
+        evaluations start new ones)."""
+        self._lock = threading.Lock()
+        self._pins_lock = threading.Lock()
+        self._executor = None
+        self._unanswered = 0
 
     def close(self) -> None:
         """Stop the worker threads of bounded evaluations, if any were started."""
@@ -366,13 +395,23 @@ def _details(flag_key: str, answer: FlagResolutionDetails[str]) -> FlagEvaluatio
     )
 
 
-def _timed_out(flag_key: str, default: str, bound: float) -> FlagEvaluationDetails[str]:
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Retrieve what a cancelled evaluation raised, so asyncio does not report it."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _timed_out(
+    flag_key: str, default: str, bound: float, *, waiting: int = 0
+) -> FlagEvaluationDetails[str]:
+    message = (
+        f"the flag provider has not answered {waiting} evaluations; not asked again until one "
+        "returns"
+        if waiting
+        else f"the flag provider did not answer within {bound:g} s"
+    )
     return FlagEvaluationDetails(
-        flag_key,
-        default,
-        reason=Reason.ERROR,
-        error_code=ErrorCode.GENERAL,
-        error_message=f"the flag provider did not answer within {bound:g} s",
+        flag_key, default, reason=Reason.ERROR, error_code=ErrorCode.GENERAL, error_message=message
     )
 
 

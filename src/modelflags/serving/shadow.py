@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from modelflags.errors import shown
 from modelflags.telemetry.events import Event, ShadowCompared
 from modelflags.telemetry.histogram import LatencyHistogram
 
@@ -269,6 +270,15 @@ class ShadowRunner:
                 self._idle.wait(remaining)
         return True
 
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: a fresh lock and queue, no threads (the next mirrored
+        call starts them); calls queued before the fork are the parent's."""
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._queue = queue.SimpleQueue()
+        self._threads = []
+        self._in_flight = 0
+
     def close(self, *, drain: bool = False, timeout: float = 5.0) -> None:
         """Stop: cancel queued calls (or run them, with ``drain``) and join the threads."""
         if drain:
@@ -317,7 +327,7 @@ class ShadowRunner:
                 elapsed = time.perf_counter() - started
                 comparison = compare(result, output)
             except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                error = f"{type(exc).__name__}: {shown(str(exc), limit=500, quote=False)}"
                 logger.debug("shadow %r of model %r failed: %s", shadow, model, error)
             with self._lock:
                 pair = self._pair(key)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from modelflags.artifacts import ArtifactStore, LoaderRegistry
-from modelflags.errors import ModelFlagsError, ModelUnavailableError, VersionLoadError
+from modelflags.errors import ModelFlagsError, ModelUnavailableError, VersionLoadError, shown
 from modelflags.registry import ModelSpec
 from modelflags.serving.cache import CacheEntry, ModelCache
 from modelflags.serving.health import Health
@@ -28,9 +28,12 @@ from modelflags.telemetry.events import (
     VersionQuarantined,
 )
 
-__all__ = ["Oversight", "VersionKeeper"]
+__all__ = ["Oversight", "VersionKeeper", "bounded"]
 
 logger = logging.getLogger(__name__)
+
+_CAUSE_LIMIT = 500
+"""Characters of a failure's message kept in causes, events and log lines."""
 
 
 class Oversight(Protocol):
@@ -136,13 +139,14 @@ class VersionKeeper:
                     "model %r: last known good version %r cannot load (%s); serving default %r",
                     name,
                     lkg,
-                    error,
+                    bounded(str(error)),
                     default,
                 )
                 self.set_lkg(name, default)
                 return default, entry
         raise ModelUnavailableError(
-            f"model {name!r}: its last known good version {lkg!r} cannot be served: {error}",
+            f"model {name!r}: its last known good version {lkg!r} cannot be served: "
+            f"{bounded(str(error))}",
             model=name,
             version=lkg,
         ) from error
@@ -154,11 +158,12 @@ class VersionKeeper:
             loaded = self.artifacts.load(name, version, spec, self.loaders)
             value, nbytes = loaded.value, loaded.nbytes
         except VersionLoadError as exc:
-            self._emit(VersionLoadFailed(name, version, str(exc), type(exc).__name__))
+            self._emit(VersionLoadFailed(name, version, bounded(str(exc)), type(exc).__name__))
             raise
         except Exception as exc:
             error = VersionLoadError(
-                f"model {name!r} version {version!r}: cannot load: {type(exc).__name__}: {exc}",
+                f"model {name!r} version {version!r}: cannot load: {type(exc).__name__}: "
+                f"{bounded(str(exc))}",
                 model=name,
                 version=version,
             )
@@ -185,7 +190,7 @@ class VersionKeeper:
         cause: str | None = None,
     ) -> None:
         """Quarantine ``version`` after a failure at ``stage``; log and report it once."""
-        cause = cause or str(error)
+        cause = bounded(cause or str(error))
         oversight = self.oversight
         if oversight is not None and stage != "inference":
             # A failed load is a call the version could not answer (inference errors are
@@ -248,3 +253,11 @@ class VersionKeeper:
         self.cache.unpin((name, previous))
         logger.info("model %r: version %r is now last known good (was %r)", name, version, previous)
         self._emit(LastKnownGoodChanged(name, version, previous))
+
+
+def bounded(text: str) -> str:
+    """A failure's message fit for a log line, an event or ``status()``: ``text`` itself when
+    short and printable, else escaped and cut (a model or loader may raise with anything)."""
+    if len(text) <= _CAUSE_LIMIT and text.isprintable():
+        return text
+    return shown(text, limit=_CAUSE_LIMIT, quote=False)

@@ -269,6 +269,22 @@ class DecisionLog:
                 with self._counts_lock:
                     self._dropped += left
 
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: fresh locks and queue, the file reopened on the next
+        write, and a writer thread of its own. Decisions queued before the fork are the
+        parent's to write; both processes then append to the same file (rotation is not
+        coordinated between them)."""
+        self._counts_lock = threading.Lock()
+        self._close_lock = threading.Lock()
+        self._queue = queue.SimpleQueue()
+        self._close_file()
+        if self._closed:
+            return
+        self._thread = threading.Thread(
+            target=self._run, name="modelflags-decision-log", daemon=True
+        )
+        self._thread.start()
+
     def __enter__(self) -> DecisionLog:
         return self
 

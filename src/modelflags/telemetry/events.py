@@ -399,6 +399,13 @@ class EventDispatcher:
             return
         thread.join(timeout)
 
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: a fresh lock and queue, and no thread yet (one starts
+        with the next event). Events queued before the fork are the parent's to deliver."""
+        self._lock = threading.Lock()
+        self._queue = queue.Queue(maxsize=self._queue.maxsize)
+        self._thread = None
+
     def _start(self) -> None:
         with self._lock:
             if self._thread is not None or self._closed:
