@@ -9,6 +9,7 @@ from typing import Any
 
 from modelflags.cli.output import OK, USAGE, Output, size_text
 from modelflags.registry import STAGES, promote, register
+from modelflags.registry.reference import read_sample
 
 __all__ = ["add_commands"]
 
@@ -38,6 +39,11 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--data", action="append", default=[], metavar="PATH", help="a data file (repeatable)"
+    )
+    parser.add_argument(
+        "--reference",
+        metavar="FILE",
+        help="the training sample (.npy, or .csv with a header): feature statistics for drift",
     )
     parser.add_argument("--stage", default="candidate", choices=STAGES, help="default: candidate")
     parser.add_argument("--uri", help="write this URI instead of the artifact's path")
@@ -75,6 +81,7 @@ def run_register(args: argparse.Namespace, output: Output) -> int:
     try:
         metrics = {k: _number(k, v) for k, v in map(_pair, args.metric)}
         params = {k: _json_or_text(v) for k, v in map(_pair, args.param)}
+        reference = None if args.reference is None else read_sample(args.reference)
     except ValueError as exc:
         return output.error(str(exc), USAGE)
     result = register(
@@ -91,6 +98,7 @@ def run_register(args: argparse.Namespace, output: Output) -> int:
         libraries=args.library,
         source_dir=args.source_dir,
         user=args.by,
+        reference=reference,
     )
     lineage = result.lineage
     git = lineage.git
@@ -109,6 +117,9 @@ def run_register(args: argparse.Namespace, output: Output) -> int:
         f"  git     {git.commit[:12] + (' (dirty)' if git.dirty else '') if git else '-'}",
         f"  libs    {', '.join(f'{k} {v}' for k, v in libraries.items()) or '-'}",
     ]
+    if result.reference is not None:
+        stats = result.reference
+        lines.append(f"  sample  {stats.rows} rows, {len(stats.features)} features")
     if result.same_bytes_as:
         output.warn(
             f"{result.model}/{result.version} has the same bytes as "
@@ -126,6 +137,7 @@ def run_register(args: argparse.Namespace, output: Output) -> int:
             "stage": result.stage,
             "same_bytes_as": list(result.same_bytes_as),
             "lineage": lineage.model_dump(mode="json", exclude_none=True),
+            "reference_rows": None if result.reference is None else result.reference.rows,
         },
         lines,
     )

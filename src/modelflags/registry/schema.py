@@ -30,9 +30,11 @@ from pydantic import (
 )
 
 from modelflags.registry.compat import CompatPolicy
+from modelflags.registry.contracts import InputContract
 from modelflags.registry.guardrails import GuardrailRules
 from modelflags.registry.messages import registry_error
 from modelflags.registry.records import Environment, HistoryEntry, Lineage, Stage
+from modelflags.registry.reference import DriftRules, ReferenceStats
 
 __all__ = [
     "ID_RULES",
@@ -57,6 +59,8 @@ class VersionSpec(BaseModel):
 
     ``location`` is the URI made absolute: a local path for files, the URL for remote artifacts.
     ``stage``, ``history`` and ``lineage`` are described in :mod:`modelflags.registry.records`;
+    ``input`` (what the version was trained on) in :mod:`modelflags.registry.contracts`;
+    ``reference`` (statistics of its training sample) in :mod:`modelflags.registry.reference`;
     ``metadata`` is free-form.
     """
 
@@ -70,6 +74,8 @@ class VersionSpec(BaseModel):
     stage: Stage = "candidate"
     history: tuple[HistoryEntry, ...] = ()
     lineage: Lineage | None = None
+    input: InputContract | None = None
+    reference: ReferenceStats | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     location: str = ""
 
@@ -129,6 +135,8 @@ class ModelSpec(BaseModel):
     ``compat`` says what a difference between a version's recorded environment and the running
     one does (see :mod:`modelflags.registry.compat`); ``require_approval`` makes a promotion to
     ``production`` need an approver other than the person who registered the version.
+    ``input`` declares the input the application sends (:mod:`modelflags.registry.contracts`);
+    ``drift`` the drift the serving process watches for (:mod:`modelflags.registry.reference`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -142,6 +150,8 @@ class ModelSpec(BaseModel):
     guardrails: GuardrailRules | None = None
     compat: CompatPolicy = "default"
     require_approval: bool = False
+    input: InputContract | None = None
+    drift: DriftRules | None = None
 
     @field_validator("flag", "shadow_flag")
     @classmethod
@@ -166,6 +176,19 @@ class ModelSpec(BaseModel):
             known = ", ".join(sorted(self.versions))
             raise ValueError(
                 f"default_version {self.default_version!r} is not among the versions ({known})"
+            )
+        if self.versions[self.default_version].stage == "archived":
+            raise ValueError(
+                f"default_version {self.default_version!r} is archived, and archived versions "
+                "never serve: make another version the default first"
+            )
+        if self.drift is not None and not any(
+            spec.reference is not None and spec.stage != "archived"
+            for spec in self.versions.values()
+        ):
+            raise ValueError(
+                "drift rules need reference statistics, and no version that may serve has any: "
+                "register a version with reference=X_train (or --reference FILE)"
             )
         return self
 

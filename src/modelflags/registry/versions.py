@@ -20,9 +20,17 @@ from typing import Any
 
 from modelflags.errors import ArtifactNotFoundError, RegistryError
 from modelflags.registry.capture import collect_lineage, file_digest
+from modelflags.registry.contracts import (
+    InputContract,
+    capture_input,
+    input_mismatch,
+    plain_contract,
+    selects_by_name,
+)
 from modelflags.registry.editing import Edit, add_version, edit_registry, plain, set_stage
 from modelflags.registry.messages import suggest
 from modelflags.registry.records import STAGES, HistoryEntry, Lineage, Stage
+from modelflags.registry.reference import ReferenceStats
 from modelflags.registry.schema import check_id
 
 __all__ = ["Promoted", "Registered", "current_user", "promote", "register"]
@@ -46,6 +54,8 @@ class Registered:
     created: bool
     lineage: Lineage
     same_bytes_as: tuple[str, ...] = ()
+    input: InputContract | None = None
+    reference: ReferenceStats | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,7 @@ def register(
     artifact: str | os.PathLike[str],
     *,
     estimator: object = None,
+    reference: object = None,
     uri: str | None = None,
     loader: str | None = None,
     stage: str = "candidate",
@@ -106,9 +117,16 @@ def register(
     ``uri`` is written instead of the artifact's path (for an artifact to be uploaded: its
     digest is still computed from the local file).
 
+    With ``estimator``, the input it was fitted on (``feature_names_in_``, ``n_features_in_``)
+    is recorded as the version's ``input``; a new model declares the same input. With
+    ``reference`` (the training sample: a DataFrame, a mapping of columns or a 2-D array),
+    statistics of each feature are recorded for drift watching
+    (:mod:`modelflags.registry.reference`).
+
     Raises :class:`ArtifactNotFoundError` for a missing artifact and :class:`RegistryError` for
     an invalid name, id or stage, an id already registered with other bytes, a missing data file,
-    a production stage that needs an approver, a locked or concurrently changed file.
+    a reference sample that does not fit the estimator, a production stage that needs an
+    approver, a locked or concurrently changed file.
     """
     where = os.fspath(registry)
     _check_name(model, "model name", where, model=None)
@@ -140,12 +158,17 @@ def register(
         where=where,
         model=model,
     )
+    contract, stats = capture_input(estimator, reference, where=where, model=model, version=version)
     written_uri = uri if uri is not None else _relative_uri(path, Path(where))
     first = HistoryEntry(stage=chosen, at=at, by=who, reason="registered")
     entry: dict[str, Any] = {"uri": written_uri, "sha256": sha256, "size": size}
     if loader is not None:
         entry["loader"] = loader
     entry["stage"] = chosen
+    if contract is not None:
+        entry["input"] = plain_contract(contract)
+    if stats is not None:
+        entry["reference"] = plain(stats.model_dump(exclude_none=True))
     entry["lineage"] = plain(lineage.model_dump(exclude_none=True))
     entry["history"] = [plain(first.model_dump(exclude_none=True))]
 
@@ -168,6 +191,8 @@ def register(
             created=True,
             lineage=lineage,
             same_bytes_as=same,
+            input=contract,
+            reference=stats,
         )
         if version in known_versions:
             known = known_versions[version]
@@ -179,6 +204,8 @@ def register(
                     stage=known.stage,
                     created=False,
                     lineage=known.lineage or lineage,
+                    input=known.input,
+                    reference=known.reference,
                 )
             raise RegistryError(
                 f"{where}: model {model!r} version {version!r} is already registered with "
@@ -196,7 +223,16 @@ def register(
                 model=model,
                 field=f"versions.{version}.stage",
             )
-        add_version(edit, model, version, entry, new_model=spec is None)
+        add_version(
+            edit,
+            model,
+            version,
+            entry,
+            new_model=spec is None,
+            model_input=plain_contract(contract) if spec is None and contract else None,
+        )
+        if spec is not None and spec.input is not None:
+            _warn_about_input(where, model, version, spec.input, contract, stats, estimator)
         if same:
             logger.warning(
                 "%s: model %r version %r has the same bytes as %s",
@@ -285,6 +321,41 @@ def promote(
 
 
 # -- checks ------------------------------------------------------------------------------------
+
+
+def _warn_about_input(
+    where: str,
+    model: str,
+    version: str,
+    declared: InputContract,
+    contract: InputContract | None,
+    stats: ReferenceStats | None,
+    estimator: object,
+) -> None:
+    """Say at registration what serving will refuse or cannot watch (nothing is refused here:
+    a version trained on an older feature set is still a version)."""
+    if contract is not None:
+        problem = input_mismatch(declared, contract, by_name=selects_by_name(estimator))
+        if problem:
+            logger.warning(
+                "%s: model %r version %r does not take the model's declared input (%s): it will "
+                "be refused at load until the declared input changes",
+                where,
+                model,
+                version,
+                problem,
+            )
+    if stats is not None and declared.features is not None:
+        unwatched = [name for name in declared.features if name not in stats.features]
+        if unwatched:
+            logger.warning(
+                "%s: model %r version %r: the reference sample lacks declared features %s; "
+                "their drift is not watched for this version",
+                where,
+                model,
+                version,
+                ", ".join(repr(name) for name in unwatched),
+            )
 
 
 def _check_name(value: str, what: str, where: str, *, model: str | None) -> None:
