@@ -12,6 +12,10 @@ ends::
     @pytest.mark.model_versions(recommender="v1", ranker="2024-05")
     def test_with_the_old_models():
         ...
+
+While the plugin is active, instances made without ``validate_input=`` check each call's input
+against the model's declared input, so a test feeding a model the wrong features fails with
+:class:`~modelflags.errors.InputContractError` instead of a fallback.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from modelflags import options
 from modelflags.serving import pins
 from modelflags.testing import ModelOverrides
 
@@ -36,12 +41,23 @@ def model_overrides() -> Iterator[ModelOverrides]:
         overrides.clear()
 
 
+_VALIDATE = pytest.StashKey[bool]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``model_versions`` marker."""
+    """Register the ``model_versions`` marker; validate inputs by default for the session."""
     config.addinivalue_line(
         "markers",
         "model_versions(**versions): pin model versions by model name for this test (modelflags)",
     )
+    config.stash[_VALIDATE] = options.set_validate_input_default(True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Restore the process's default of ``validate_input``."""
+    previous = config.stash.get(_VALIDATE, None)
+    if previous is not None:
+        options.set_validate_input_default(previous)
 
 
 _TOKEN = pytest.StashKey[int]()

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from modelflags.artifacts import ArtifactStore, LoaderRegistry
 from modelflags.errors import ModelFlagsError, ModelUnavailableError, VersionLoadError
 from modelflags.registry import ModelSpec
+from modelflags.serving.admission import Admission
 from modelflags.serving.cache import CacheEntry, ModelCache
 from modelflags.serving.health import Health
 from modelflags.telemetry.events import (
@@ -60,6 +61,8 @@ class VersionKeeper:
 
     Safe to share between threads: loads run once per version outside any lock (single flight),
     and health transitions are guarded by :class:`~modelflags.serving.health.Health`'s lock.
+    ``admission`` checks each version before, while and after it loads (default: digests first
+    seen, environment compatibility, input contracts; see :mod:`modelflags.serving.admission`).
     """
 
     def __init__(
@@ -71,12 +74,14 @@ class VersionKeeper:
         artifacts: ArtifactStore,
         loaders: LoaderRegistry,
         emit: Callable[[Event], None],
+        admission: Admission | None = None,
     ) -> None:
         self.specs = specs
         self.health = health
         self.cache = cache
         self.artifacts = artifacts
         self.loaders = loaders
+        self.admission = admission or Admission(specs, health)
         self._emit = emit
         self.oversight: Oversight | None = None
         for name in specs:
@@ -151,10 +156,14 @@ class VersionKeeper:
     def _load(self, name: str, version: str) -> CacheEntry:
         spec = self.specs[name].versions[version]
         started = time.perf_counter()
+        admission = self.admission
         try:
+            admission.before(name, version, spec)
             path = self.artifacts.fetch(name, version, spec)
             nbytes = Path(path).stat().st_size
-            value = self.loaders.load(name, version, spec, path)
+            with admission.loading(name, version):
+                value = self.loaders.load(name, version, spec, path)
+            admission.after(name, version, spec, value)
         except VersionLoadError as exc:
             self._emit(VersionLoadFailed(name, version, str(exc), type(exc).__name__))
             raise
