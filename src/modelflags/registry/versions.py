@@ -166,7 +166,7 @@ def register(
         entry["loader"] = loader
     entry["stage"] = chosen
     if contract is not None:
-        entry["input"] = plain_contract(contract)
+        entry["input"] = plain(plain_contract(contract))
     if stats is not None:
         entry["reference"] = plain(stats.model_dump(exclude_none=True))
     entry["lineage"] = plain(lineage.model_dump(exclude_none=True))
@@ -229,7 +229,7 @@ def register(
             version,
             entry,
             new_model=spec is None,
-            model_input=plain_contract(contract) if spec is None and contract else None,
+            model_input=plain(plain_contract(contract)) if spec is None and contract else None,
         )
         if spec is not None and spec.input is not None:
             _warn_about_input(where, model, version, spec.input, contract, stats, estimator)

@@ -32,7 +32,12 @@ from modelflags.registry import (
     check_sklearn_warning,
     running_environment,
 )
-from modelflags.registry.contracts import contract_of, input_mismatch, selects_by_name
+from modelflags.registry.contracts import (
+    InputContract,
+    contract_of,
+    input_mismatch,
+    selects_by_name,
+)
 from modelflags.serving.health import Health
 from modelflags.serving.unpickling import collect_version_warnings
 
@@ -90,7 +95,7 @@ class Admission:
         declared = self.specs[name].input
         if declared is None:
             return
-        expected = contract_of(value) or spec.input
+        expected = _expectation(contract_of(value), spec.input)
         if expected is None:
             return
         problem = input_mismatch(declared, expected, by_name=selects_by_name(value))
@@ -136,3 +141,17 @@ class Admission:
                 source,
                 verdict.message,
             )
+
+
+def _expectation(
+    found: InputContract | None, recorded: InputContract | None
+) -> InputContract | None:
+    """What a loaded version expects: what the object says (its features), with the dtypes
+    recorded at registration for them; the registry's record alone for objects that say nothing."""
+    if found is None:
+        return recorded
+    if recorded is None or not recorded.dtypes or found.features is None:
+        return found
+    names = set(found.features)
+    dtypes = {name: dtype for name, dtype in recorded.dtypes.items() if name in names}
+    return InputContract(features=found.features, dtypes=dtypes)
