@@ -368,14 +368,19 @@ class ModelFlags:
         self._events.remove(listener)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait for shadow calls, then events and decision log lines; False on timeout."""
+        """Wait for shadow calls and sampled inputs (judged for drift), then events and decision
+        log lines; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def remaining() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-        audit = self._parts.audit
-        if not self._shadow.flush(timeout) or not self._events.flush(remaining()):
+        audit, drift = self._parts.audit, self._parts.drift
+        if not self._shadow.flush(timeout):
+            return False
+        if drift is not None and not drift.flush(remaining()):
+            return False
+        if not self._events.flush(remaining()):
             return False
         return audit is None or audit.flush(remaining())
 
