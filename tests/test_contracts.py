@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -342,3 +343,31 @@ def test_registration_records_the_version_s_input_and_declares_a_new_model_s(
     assert "version 'v2' does not take the model's declared input" in caplog.text
     assert "it needs feature 'visits', which the declared input lacks" in caplog.text
     assert "[models.m.input]" in registry.read_text()
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [None, object, "string[python]", "string[pyarrow]", list],
+    ids=["default", "object", "python strings", "arrow strings", "a plain list"],
+)
+def test_columns_of_every_kind_are_compared_by_name(kind: Any) -> None:
+    """pandas indexes of object, Python or Arrow strings, and plain lists (as other DataFrame
+    libraries give) are judged alike: same names pass in any order, others are named."""
+    import pandas as pd
+
+    from modelflags.serving.inputs import ContractCheck
+
+    def frame_of(names: list[Any]) -> SimpleNamespace:
+        if kind is list:
+            return SimpleNamespace(columns=names)
+        return SimpleNamespace(columns=pd.Index(names, dtype=kind))
+
+    check = ContractCheck("m", InputContract(features=TODAY))
+    for _ in range(2):  # the second time, what was learned about the columns' kind is reused
+        check.check("v1", frame_of(list(TODAY)))
+        check.check("v1", frame_of(list(reversed(TODAY))))
+    with pytest.raises(InputContractError) as caught:
+        check.check("v1", frame_of([*TODAY[:3], "region"]))
+    assert (caught.value.missing, caught.value.extra) == (("country",), ("region",))
+    with pytest.raises(InputContractError, match="lacks features 'age'"):
+        check.check("v1", SimpleNamespace(columns=pd.Index([0, 1, 2, 3])))

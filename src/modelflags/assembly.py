@@ -205,7 +205,6 @@ def assemble(
         specs,
         emit=events.emit,
         clock=clock,
-        random=random,
         lkg=health.lkg,
         rollback=None if supervisor is None else _drift_rollback(supervisor),
         exporters=rollout.exporters,
@@ -216,7 +215,7 @@ def assemble(
         validate = validate_input_default()
     contracts = {name: spec.input for name, spec in specs.items() if validate and spec.input}
     gate = InputGate(
-        contracts, sampler=drift, watched=frozenset() if drift is None else drift.models
+        contracts, sampler=drift, rates=None if drift is None else drift.rates, random=random
     )
     policy.guard.inputs = gate if gate else None
     return Parts(

@@ -1,8 +1,9 @@
 """Drift watch: is the input a version serves still like the sample it was trained on?
 
-The request thread only offers each call's input (:meth:`DriftWatch.offer`): a sampled share
-(the model's ``drift.sample``, 1% by default) is put on a bounded queue, and when the queue is
-full the input is dropped and counted, never waited for. One background thread bins each sampled
+The request thread hands over a sampled share of the inputs (the model's ``drift.sample``, 1% by
+default; drawn in :class:`~modelflags.serving.inputs.InputGate`, see :attr:`DriftWatch.rates`) to
+:meth:`DriftWatch.offer`, which puts it on a bounded queue; when the queue is full the input is
+dropped and counted, never waited for. One background thread bins each sampled
 input with the version's reference statistics (:mod:`modelflags.registry.reference`) into a
 sliding window (:class:`~modelflags.rollout.population.Window`) and judges the model's ``drift``
 rules: the population stability index of each feature (``max_feature_psi``) and the rise of its
@@ -96,7 +97,6 @@ class DriftWatch:
         *,
         emit: Callable[[Event], None],
         clock: Callable[[], float],
-        random: Callable[[], float],
         lkg: Callable[[str], str],
         rollback: Callable[[str, str, str], None] | None = None,
         exporters: Iterable[object] = (),
@@ -108,7 +108,6 @@ class DriftWatch:
         self._rates = {name: rule.sample for name, rule in self.rules.items()}
         self._emit = emit
         self._clock = clock
-        self._random = random
         self._lkg = lkg
         self._rollback = rollback
         self._exporters = [
@@ -126,9 +125,14 @@ class DriftWatch:
 
     # -- request path ---------------------------------------------------------------------------
 
+    @property
+    def rates(self) -> dict[str, float]:
+        """The share of calls whose input is sampled, per watched model."""
+        return dict(self._rates)
+
     def offer(self, model: str, version: str, data: Any) -> None:
-        """Maybe keep ``data`` (one call's input) for the watch; never blocks, never raises."""
-        if self._random() >= self._rates[model] or (model, version) not in self.references:
+        """Keep ``data`` (one sampled call's input) for the watch; never blocks, never raises."""
+        if (model, version) not in self.references:
             return
         if self._thread is None:
             self._start()

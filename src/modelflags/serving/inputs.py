@@ -13,14 +13,14 @@ Only the methods that take the model's input (:data:`INPUT_METHODS`: ``predict``
   :class:`~modelflags.errors.InputContractError` and never falls back: bad input is the caller's.
   Dtypes are checked when a version loads, not per call (reading a DataFrame's dtypes costs more
   than many predictions).
-- **Drift**: the input is offered to an :class:`InputSampler` (the drift watch of
-  :mod:`modelflags.rollout.drift`), which takes a sampled share onto a bounded queue and never
-  blocks.
+- **Drift**: a sampled share of the inputs of watched models (a draw of the random source
+  against the model's rate) is handed to an :class:`InputSampler` (the drift watch of
+  :mod:`modelflags.rollout.drift`), which puts it on a bounded queue and never blocks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from modelflags.errors import InputContractError
@@ -49,10 +49,10 @@ INPUT_METHODS = frozenset(
 
 
 class InputSampler(Protocol):
-    """Takes a sampled share of inputs for drift statistics (the drift watch fits)."""
+    """Takes sampled inputs for drift statistics (the drift watch fits)."""
 
     def offer(self, model: str, version: str, data: Any) -> None:
-        """Maybe keep ``data`` for later, off the request thread; never blocks, never raises."""
+        """Keep ``data`` for work off the request thread; never blocks, never raises."""
 
 
 class ContractCheck:
@@ -125,41 +125,50 @@ class ContractCheck:
         )
 
     def _same(self, columns: Any, features: tuple[str, ...]) -> bool:
-        equals = getattr(columns, "equals", None)
-        if equals is None:
-            return tuple(columns) == features
-        index = self._index
-        if index is None:
-            index = self._index = type(columns)(list(features))
-        try:
-            return bool(equals(index))
-        except Exception:  # a column index of another kind: judged name by name
-            return False
+        """True when ``columns`` are the features in order, judged the cheapest way the columns
+        allow: pandas' Arrow-backed text columns through the Arrow protocol (well under a
+        microsecond, where listing them costs several), other indexes by listing them."""
+        to_arrow = getattr(getattr(columns, "array", None), "__arrow_array__", None)
+        if to_arrow is not None:
+            try:
+                arrow = to_arrow()
+                expected = self._index
+                if expected is None or expected.type != arrow.type:
+                    expected = self._index = _arrow_like(arrow, features)
+                return bool(arrow.equals(expected))
+            except Exception:  # not what pyarrow makes of text: judged name by name below
+                pass
+        tolist = getattr(columns, "tolist", None)
+        names = tolist() if callable(tolist) else list(columns)
+        return bool(names == list(features))
 
 
 class InputGate:
     """What the guard runs on each call's input before the model sees it.
 
-    ``contracts``: the models whose input is validated, and their declared input; ``sampler``
-    and ``watched``: where inputs of the watched models are offered for drift statistics. Safe
-    to share between threads.
+    ``contracts``: the models whose input is validated, and their declared input; ``sampler``,
+    ``rates`` and ``random``: where the sampled share (``rates``, per watched model) of inputs
+    is handed for drift statistics. Safe to share between threads.
     """
 
-    __slots__ = ("_checks", "_sampler", "_watched")
+    __slots__ = ("_checks", "_random", "_rates", "_sampler")
 
     def __init__(
         self,
         contracts: Mapping[str, InputContract],
         *,
         sampler: InputSampler | None = None,
-        watched: frozenset[str] = frozenset(),
+        rates: Mapping[str, float] | None = None,
+        random: Callable[[], float] | None = None,
     ) -> None:
         self._checks = {name: ContractCheck(name, contract) for name, contract in contracts.items()}
-        self._sampler = sampler
-        self._watched = watched if sampler is not None else frozenset()
+        watched = sampler is not None and random is not None
+        self._rates = dict(rates or {}) if watched else {}
+        self._sampler: InputSampler = sampler if sampler is not None else _Nowhere()
+        self._random: Callable[[], float] = random if random is not None else _never
 
     def __bool__(self) -> bool:
-        return bool(self._checks or self._watched)
+        return bool(self._checks or self._rates)
 
     def __call__(
         self,
@@ -179,6 +188,25 @@ class InputGate:
         check = self._checks.get(model)
         if check is not None:
             check.check(version, data)
-        if model in self._watched:
-            assert self._sampler is not None
+        rate = self._rates.get(model)
+        if rate is not None and self._random() < rate:
             self._sampler.offer(model, version, data)
+
+
+class _Nowhere:
+    """The sampler of a gate that samples nothing."""
+
+    def offer(self, model: str, version: str, data: Any) -> None:
+        """Drop ``data``."""
+
+
+def _never() -> float:
+    return 1.0
+
+
+def _arrow_like(arrow: Any, features: tuple[str, ...]) -> Any:
+    """``features`` as an Arrow array of the same type and kind (chunked or not) as ``arrow``."""
+    import pyarrow as pa
+
+    array = pa.array(list(features), type=arrow.type)
+    return pa.chunked_array([array]) if isinstance(arrow, pa.ChunkedArray) else array
