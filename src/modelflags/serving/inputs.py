@@ -62,23 +62,35 @@ class ContractCheck:
     replaced whole (a lost write costs one full comparison).
     """
 
-    __slots__ = ("_index", "_names", "_seen", "features", "model", "width")
+    __slots__ = ("_arrow", "_names", "_seen", "features", "model", "width")
 
     def __init__(self, model: str, contract: InputContract) -> None:
         self.model = model
         self.features = contract.features
         self.width = contract.width
         self._names = frozenset(contract.features or ())
-        self._index: Any = None
+        self._arrow: Any = None
         self._seen: Any = None
 
     def check(self, version: str, data: Any) -> None:
         """Raise :class:`InputContractError` when ``data`` does not fit the declared input."""
         columns = getattr(data, "columns", None)
         if columns is not None:
-            if columns is not self._seen:
-                self._check_columns(version, columns)
-                self._seen = columns
+            if columns is self._seen:
+                return
+            # pandas' Arrow-backed text columns compare through the Arrow protocol in well under
+            # a microsecond, where listing them costs several.
+            expected = self._arrow
+            if expected is not None:
+                to_arrow = getattr(getattr(columns, "array", None), "__arrow_array__", None)
+                try:
+                    if to_arrow is not None and to_arrow().equals(expected):
+                        self._seen = columns
+                        return
+                except Exception:  # not what pyarrow makes of text: judged name by name
+                    pass
+            self._check_columns(version, columns)
+            self._seen = columns
             return
         shape = getattr(data, "shape", None)
         if shape is not None and (len(shape) != 2 or shape[1] != self.width):
@@ -102,9 +114,12 @@ class ContractCheck:
                     version=version,
                 )
             return
-        if self._same(columns, features):
+        tolist = getattr(columns, "tolist", None)
+        names = tolist() if callable(tolist) else list(columns)
+        if names == list(features):
+            self._learn_arrow(columns, features)
             return
-        names = [str(name) for name in columns]
+        names = [str(name) for name in names]
         present = set(names)
         missing = tuple(name for name in features if name not in present)
         extra = tuple(name for name in names if name not in self._names)
@@ -124,23 +139,20 @@ class ContractCheck:
             extra=extra,
         )
 
-    def _same(self, columns: Any, features: tuple[str, ...]) -> bool:
-        """True when ``columns`` are the features in order, judged the cheapest way the columns
-        allow: pandas' Arrow-backed text columns through the Arrow protocol (well under a
-        microsecond, where listing them costs several), other indexes by listing them."""
+    def _learn_arrow(self, columns: Any, features: tuple[str, ...]) -> None:
+        """Keep the declared features in the Arrow form of ``columns``, when they have one."""
         to_arrow = getattr(getattr(columns, "array", None), "__arrow_array__", None)
-        if to_arrow is not None:
-            try:
-                arrow = to_arrow()
-                expected = self._index
-                if expected is None or expected.type != arrow.type:
-                    expected = self._index = _arrow_like(arrow, features)
-                return bool(arrow.equals(expected))
-            except Exception:  # not what pyarrow makes of text: judged name by name below
-                pass
-        tolist = getattr(columns, "tolist", None)
-        names = tolist() if callable(tolist) else list(columns)
-        return bool(names == list(features))
+        if to_arrow is None:
+            return
+        try:
+            import pyarrow as pa
+
+            arrow = to_arrow()
+            array = pa.array(list(features), type=arrow.type)
+            chunked = isinstance(arrow, pa.ChunkedArray)
+            self._arrow = pa.chunked_array([array]) if chunked else array
+        except Exception:  # no pyarrow, or not text: the columns are listed each time
+            self._arrow = None
 
 
 class InputGate:
@@ -202,11 +214,3 @@ class _Nowhere:
 
 def _never() -> float:
     return 1.0
-
-
-def _arrow_like(arrow: Any, features: tuple[str, ...]) -> Any:
-    """``features`` as an Arrow array of the same type and kind (chunked or not) as ``arrow``."""
-    import pyarrow as pa
-
-    array = pa.array(list(features), type=arrow.type)
-    return pa.chunked_array([array]) if isinstance(arrow, pa.ChunkedArray) else array
