@@ -2,7 +2,10 @@
 
 ``ModelFlags`` is the entry point. This module also keeps one process-wide instance for
 applications that prefer module functions (:func:`configure`, :func:`get_model`). Global state lives
-here and in :mod:`modelflags.serving.pins` (version pins for tests), nowhere else.
+here, in :mod:`modelflags.serving.pins` (version pins for tests), in :mod:`modelflags.options` (the
+default of ``validate_input``, which the pytest plugin turns on) and in
+:mod:`modelflags.serving.unpickling` (the hook that hands scikit-learn's version warnings to the
+thread loading a version), nowhere else.
 
 Names that bring in an HTTP client, a file lock or an optional extra (the actuators, the canary
 driver, the remote fetcher, the OpenTelemetry and Prometheus bridges) are imported on first use,
