@@ -43,11 +43,12 @@ def shop(tmp_path: Path, trained: dict[str, LogisticRegression]) -> Path:
     sample = np.random.RandomState(5).rand(20, 3)
     registry = tmp_path / "registry.json"
     (tmp_path / "v0.joblib").write_bytes(b"an old artifact that no longer loads")
-    modelflags.register(registry, "recommender", "v0", tmp_path / "v0.joblib", stage="archived")
     for version in ("v1", "v2"):
         joblib.dump(trained[version], tmp_path / f"{version}.joblib")
         modelflags.register(registry, "recommender", version, tmp_path / f"{version}.joblib",
                             examples=sample)  # fmt: skip
+    # An archived version is never the default (the first registered), so v1 came first.
+    modelflags.register(registry, "recommender", "v0", tmp_path / "v0.joblib", stage="archived")
     return registry
 
 

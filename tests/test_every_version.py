@@ -9,6 +9,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import modelflags
+from modelflags.errors import RegistryError
 
 APP_TESTS = """
 import numpy as np
@@ -141,18 +142,16 @@ def test_x():
     assert "Traceback" not in result.stdout.str()
 
 
-def test_a_model_whose_versions_are_all_archived_is_a_usage_error(
-    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+def test_archiving_the_default_version_is_refused_so_a_marked_test_always_has_a_version(
+    project: pytest.Pytester,
 ) -> None:
-    """Nothing to run the test with is an error, not a silently skipped test."""
-    for version in ("v1", "v2"):
-        modelflags.promote(project.path / "registry.toml", "recommender", version, to="archived")
-    project.makeini("[pytest]\nmodelflags_registry = registry.toml\n")
-    project.makepyfile(test_app=APP_TESTS)
-    result = run_inner(project, monkeypatch)
-    result.stdout.fnmatch_lines(
-        ["*every version of model 'recommender' in *registry.toml is archived"]
-    )
+    """The default version never serves once archived, so the registry refuses it (and nothing
+    is written): a model always keeps a version its marked tests run with."""
+    registry = project.path / "registry.toml"
+    before = registry.read_text()
+    with pytest.raises(RegistryError, match="archived versions never serve"):
+        modelflags.promote(registry, "recommender", "v1", to="archived")
+    assert registry.read_text() == before
 
 
 def test_the_model_version_fixture_without_the_marker_is_a_usage_error(

@@ -218,7 +218,9 @@ def test_lkg_persists_atomically_with_state_dir_and_only_then(
     state = tmp_path / "state"
     with ModelFlags(registry, state_dir=state) as flags:
         flags.get_model("m").predict(X)
-    assert json.loads((state / STATE_FILE).read_text()) == {"lkg": {"m": "v2"}}
+    saved = json.loads((state / STATE_FILE).read_text())
+    assert saved["lkg"] == {"m": "v2"}
+    assert set(saved["digests"]["m"]) == {"v2"}  # the digest of each id loaded (v1 never was)
     assert [p.name for p in state.iterdir()] == [STATE_FILE]  # no temporary file left behind
 
     set_flags()  # the flag is gone: the restarted process starts from the saved LKG
@@ -267,7 +269,7 @@ def test_broken_saved_lkg_falls_back_to_default_version(
         model = flags.get_model("m")
         assert (model.version, model.fell_back) == ("v1", True)
         assert flags.status()["m"].lkg == "v1"
-    assert json.loads((state / STATE_FILE).read_text()) == {"lkg": {"m": "v1"}}
+    assert json.loads((state / STATE_FILE).read_text())["lkg"] == {"m": "v1"}
 
 
 def test_listeners_run_on_a_background_thread_and_cannot_break_serving(

@@ -2,7 +2,10 @@
 
 ``ModelFlags`` is the entry point. This module also keeps one process-wide instance for
 applications that prefer module functions (:func:`configure`, :func:`get_model`). Global state lives
-here and in :mod:`modelflags.serving.pins` (version pins for tests), nowhere else.
+here, in :mod:`modelflags.serving.pins` (version pins for tests), in :mod:`modelflags.options` (the
+default of ``validate_input``, which the pytest plugin turns on) and in
+:mod:`modelflags.serving.unpickling` (the hook that hands scikit-learn's version warnings to the
+thread loading a version), nowhere else.
 
 Names that bring in an HTTP client, a file lock or an optional extra (the actuators, the canary
 driver, the remote fetcher, the OpenTelemetry and Prometheus bridges) are imported on first use,
@@ -27,15 +30,18 @@ from modelflags.errors import (
     DeserializationError,
     DigestMismatchError,
     FetchError,
+    InputContractError,
     ModelFlagsError,
     ModelUnavailableError,
     RegistryError,
     VersionLoadError,
+    VersionRefusedError,
 )
 from modelflags.golden import CheckReport, VersionCheck, check, register
 from modelflags.options import (
     AuditOptions,
     CacheOptions,
+    GovernanceOptions,
     PrewarmOptions,
     RolloutOptions,
     ShadowOptions,
@@ -60,6 +66,7 @@ from modelflags.telemetry.events import (
     ActuatorFailed,
     BecameLKG,
     Breach,
+    DriftDetected,
     Event,
     FallbackServed,
     FellBack,
@@ -111,16 +118,19 @@ __all__ = [
     "DecisionLog",
     "DeserializationError",
     "DigestMismatchError",
+    "DriftDetected",
     "Event",
     "FallbackServed",
     "FellBack",
     "FetchError",
     "FlagSourceStatus",
     "FlagdFileActuator",
+    "GovernanceOptions",
     "GuardrailAlert",
     "GuardrailAlerted",
     "GuardrailBreached",
     "GuardrailRules",
+    "InputContractError",
     "LastKnownGoodChanged",
     "LoadFailed",
     "Loaded",
@@ -158,6 +168,7 @@ __all__ = [
     "VersionLoaded",
     "VersionMetrics",
     "VersionQuarantined",
+    "VersionRefusedError",
     "VersionRolledBack",
     "VersionSpec",
     "__version__",

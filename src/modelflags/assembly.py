@@ -3,7 +3,8 @@
 Every part gets what it needs through its constructor (narrow interfaces, bound methods of the
 serving core's parts), never the facade. The order below is the order of dependence: events and
 the change feed first, then resolution, health and the version keeper, then the serving policy
-and what runs beside it (shadow, prewarm), then supervision (metrics and guardrails).
+and what runs beside it (shadow, prewarm), then supervision (metrics and guardrails), then what
+watches each call's input (input contracts, the drift watch).
 """
 
 from __future__ import annotations
@@ -20,18 +21,21 @@ from openfeature import api
 from openfeature.client import OpenFeatureClient
 
 from modelflags.artifacts import ArtifactStore, Loader, LoaderRegistry
-from modelflags.options import AuditOptions, Options
+from modelflags.options import AuditOptions, Options, validate_input_default
 from modelflags.overrides import OVERRIDES_ENV, overrides_layer
-from modelflags.registry import Registry
+from modelflags.registry import ModelSpec, Registry
+from modelflags.rollout.drift import DriftWatch
 from modelflags.rollout.promotion import release_moved_rollbacks
 from modelflags.rollout.supervision import Supervisor
 from modelflags.serving.cache import ModelCache
 from modelflags.serving.changes import ChangeFeed
 from modelflags.serving.health import Backoff, Health
+from modelflags.serving.inputs import InputGate
 from modelflags.serving.policy import ModelEntry, ServingPolicy
 from modelflags.serving.prewarm import ContextRing, Prewarmer
 from modelflags.serving.resolution import OverrideSource, Resolver
 from modelflags.serving.shadow import ShadowRunner
+from modelflags.serving.stages import StageGate, allowed_stages
 from modelflags.serving.versions import VersionKeeper
 from modelflags.telemetry.decision_log import DecisionLog
 from modelflags.telemetry.events import EventDispatcher, Listener
@@ -61,10 +65,11 @@ class Parts:
     policy: ServingPolicy
     supervisor: Supervisor | None
     audit: DecisionLog | None
+    drift: DriftWatch | None = None
 
     def status(self) -> dict[str, ModelStatus]:
         """Every model's status, from snapshots of the parts."""
-        keeper, supervisor = self.keeper, self.supervisor
+        keeper, supervisor, drift = self.keeper, self.supervisor, self.drift
         cached = keeper.cache.snapshot()
         now = keeper.health.now()
         source = self.feed.source_status()
@@ -72,6 +77,7 @@ class Parts:
             "listeners": self.events.listener_errors,
             "decision_log": 0 if self.audit is None else self.audit.dropped,
             **({} if supervisor is None else supervisor.extension_errors()),
+            **({} if drift is None else {"drift_exporters": drift.exporter_errors}),
         }
         return {
             name: model_status(
@@ -90,18 +96,24 @@ class Parts:
                 proposals=() if supervisor is None else supervisor.proposals.pending(name),
                 flag_source=source,
                 extension_errors=extension_errors,
+                extra=None if drift is None or name not in drift.models else _drift(drift, name),
             )
             for name, model in self.policy.models.items()
         }
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait for shadow calls, then events and decision-log lines; False on timeout."""
+        """Wait for shadow calls and sampled inputs (judged for drift), then events and
+        decision-log lines; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def remaining() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-        if not self.shadow.flush(timeout) or not self.events.flush(remaining()):
+        if not self.shadow.flush(timeout):
+            return False
+        if self.drift is not None and not self.drift.flush(remaining()):
+            return False
+        if not self.events.flush(remaining()):
             return False
         return self.audit is None or self.audit.flush(remaining())
 
@@ -142,6 +154,8 @@ class Parts:
             self.supervisor.reset_after_fork()
         if self.audit is not None:
             self.audit.reset_after_fork()
+        if self.drift is not None:
+            self.drift.reset_after_fork()
 
     def close(self) -> None:
         """Stop every background part and release resources, the change feed first."""
@@ -151,6 +165,8 @@ class Parts:
             self.policy.prewarmer.close()
         if self.supervisor is not None:
             self.supervisor.close()
+        if self.drift is not None:
+            self.drift.close()
         if self.audit is not None:
             self.audit.close()
         if self.overrides is not None:
@@ -178,6 +194,8 @@ def assemble(
 ) -> Parts:
     """Make and wire the parts (see the module docstring for the order)."""
     specs = registry.models
+    governance = options.governance
+    stages = StageGate(specs, allowed_stages(governance.allowed_stages, os.environ))
     events = EventDispatcher(listeners)
     assembled: list[Parts] = []  # change events arriving before assembly ends are not for us
 
@@ -200,6 +218,7 @@ def assemble(
         state_dir=state_dir,
         known_versions={name: frozenset(spec.versions) for name, spec in specs.items()},
     )
+    stages.settle(health, specs)
     cached = options.cache
     keeper = VersionKeeper(
         specs,
@@ -223,7 +242,13 @@ def assemble(
     )
     audit = _decision_log(options.audit)
     policy = ServingPolicy(
-        models, resolver=resolver, keeper=keeper, shadow=shadow, decisions=audit, random=random
+        models,
+        resolver=resolver,
+        keeper=keeper,
+        shadow=shadow,
+        decisions=audit,
+        random=random,
+        stages=stages,
     )
     policy.provider_set = feed.provider_set
     if warm.enabled:
@@ -236,7 +261,7 @@ def assemble(
     rollout = options.rollout
     supervisor = Supervisor.for_models(
         specs,
-        metrics=rollout.metrics,
+        metrics=rollout.metrics or _drift_rolls_back(specs),
         exporters=rollout.exporters,
         actuator=rollout.actuator,
         check_interval=rollout.guardrail_interval,
@@ -248,12 +273,47 @@ def assemble(
     keeper.oversight = supervisor
     if supervisor is not None:
         supervisor.actions = audit
+    drift = DriftWatch.for_models(
+        specs,
+        emit=events.emit,
+        clock=clock,
+        lkg=health.lkg,
+        rollback=None if supervisor is None else _drift_rollback(supervisor),
+        exporters=rollout.exporters,
+        max_pending=governance.drift_queue,
+    )
+    validate = governance.validate_input
+    if validate is None:
+        validate = validate_input_default()
+    contracts = {name: spec.input for name, spec in specs.items() if validate and spec.input}
+    gate = InputGate(
+        contracts, sampler=drift, rates=None if drift is None else drift.rates, random=random
+    )
+    policy.guard.inputs = gate if gate else None
     parts = Parts(
-        registry, events, feed, resolver, layer, keeper, shadow, policy, supervisor, audit
+        registry, events, feed, resolver, layer, keeper, shadow, policy, supervisor, audit, drift
     )
     assembled.append(parts)
     _LIVE.add(parts)
     return parts
+
+
+def _drift_rolls_back(specs: Mapping[str, ModelSpec]) -> bool:
+    """True when a model's drift rules roll back (which needs the supervisor's rollbacks)."""
+    return any(
+        spec.drift is not None and spec.drift.action == "rollback" for spec in specs.values()
+    )
+
+
+def _drift_rollback(supervisor: Supervisor) -> Callable[[str, str, str], None]:
+    def rollback(model: str, version: str, reason: str) -> None:
+        supervisor.rollback(model, version, reason=reason, by="drift")
+
+    return rollback
+
+
+def _drift(drift: DriftWatch, name: str) -> dict[str, object]:
+    return {"drift": drift.status(name)}
 
 
 def _decision_log(options: AuditOptions) -> DecisionLog | None:

@@ -24,6 +24,7 @@ from modelflags.errors import ModelFlagsError, ModelUnavailableError, shown
 from modelflags.options import (
     AuditOptions,
     CacheOptions,
+    GovernanceOptions,
     PrewarmOptions,
     RolloutOptions,
     ShadowOptions,
@@ -78,8 +79,15 @@ class ModelFlags:
     - ``random``: the sampling source for shadow requests without a targeting key.
     - ``evaluation_timeout``: seconds a flag evaluation may take before the LKG answers
       (default: no bound; a bound runs evaluations on a worker thread).
-    - ``cache``, ``shadow``, ``prewarm``, ``rollout``, ``audit``: the option groups of
-      :mod:`modelflags.options`. The flat options of earlier releases (``max_models=``,
+    - ``allowed_stages``: the stages whose versions may serve in this process (default
+      ``MODELFLAGS_ALLOWED_STAGES``, else every stage but ``archived``, which never serves); a
+      flag naming another version is answered by the last known good one (reason ``POLICY``).
+    - ``validate_input``: check each call's input against the model's declared input, raising
+      :class:`~modelflags.errors.InputContractError` before the model sees it (default: off,
+      on under pytest with the modelflags plugin).
+    - ``cache``, ``shadow``, ``prewarm``, ``rollout``, ``audit``, ``governance``: the option
+      groups of :mod:`modelflags.options` (``allowed_stages`` and ``validate_input`` belong to
+      ``governance``). The flat options of earlier releases (``max_models=``,
       ``shadow_workers=``, ``metrics=``, ``decision_log=``, ...) map onto them.
 
     Safe to share between threads; one instance per process is the usual set-up. Use it as a
@@ -105,12 +113,19 @@ class ModelFlags:
         prewarm: bool | PrewarmOptions = True,
         rollout: RolloutOptions | None = None,
         audit: AuditOptions | None = None,
+        governance: GovernanceOptions | None = None,
         **flat: Any,
     ) -> None:
         if client is not None and domain is not None:
             raise ValueError("pass client= or domain=, not both")
         options = gather(
-            flat, cache=cache, shadow=shadow, prewarm=prewarm, rollout=rollout, audit=audit
+            flat,
+            cache=cache,
+            shadow=shadow,
+            prewarm=prewarm,
+            rollout=rollout,
+            audit=audit,
+            governance=governance,
         )
         self.registry = as_registry(registry)
         self._parts = parts = assemble(
@@ -342,7 +357,8 @@ class ModelFlags:
         self._events.remove(listener)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait for shadow calls, then events and decision log lines; False on timeout."""
+        """Wait for shadow calls and sampled inputs (judged for drift), then events and decision
+        log lines; False on timeout."""
         return self._parts.flush(timeout)
 
     def recent_decisions(

@@ -7,6 +7,8 @@ Every error the package raises derives from :class:`ModelFlagsError`::
      ├── ModelUnavailableError      a model cannot be served at all (unknown name, LKG unloadable)
      ├── ActuatorError              a flag could not be changed at its source (flag_key, actuator)
      ├── InvalidActionError         an operator action does not apply now (also a ValueError)
+     ├── InputContractError         a call's input does not fit the model's declared input
+     │                              (also a ValueError; never falls back)
      └── VersionLoadError           one version could not be made ready (model, version)
           ├── ArtifactError         its bytes could not be had or trusted (uri)
           │    ├── ArtifactNotFoundError   the file or object does not exist (404, missing path)
@@ -15,7 +17,9 @@ Every error the package raises derives from :class:`ModelFlagsError`::
           │    ├── SizeMismatchError       fewer bytes than the registry's size says
           │    ├── UnsafeCacheError        the cache folder or an entry in it cannot be trusted
           │    └── FetchError              a remote fetch failed (HTTP status, timeout, connection)
-          └── DeserializationError  the loader could not turn the file into a model (loader)
+          ├── DeserializationError  the loader could not turn the file into a model (loader)
+          └── VersionRefusedError   this process may not serve it (check: "digest",
+                                    "environment" or "input")
 
 Errors on the request path are translated at one boundary (``raise Mapped(...) from exc``), so the
 cause is always chained and the message names what a person needs: the file, model, version and
@@ -32,6 +36,7 @@ __all__ = [
     "DeserializationError",
     "DigestMismatchError",
     "FetchError",
+    "InputContractError",
     "InvalidActionError",
     "ModelFlagsError",
     "ModelUnavailableError",
@@ -39,6 +44,7 @@ __all__ = [
     "SizeMismatchError",
     "UnsafeCacheError",
     "VersionLoadError",
+    "VersionRefusedError",
     "shown",
 ]
 
@@ -196,3 +202,41 @@ class InvalidActionError(ModelFlagsError, ValueError):
         super().__init__(message)
         self.model = model
         self.version = version
+
+
+class VersionRefusedError(VersionLoadError):
+    """A version this process refuses to serve, whatever its bytes would do.
+
+    ``check`` says which check refused it: ``"digest"`` (its id now names other bytes than the
+    ones first seen), ``"environment"`` (the libraries it was made with differ from the running
+    ones beyond the model's ``compat`` policy) or ``"input"`` (what it expects does not match the
+    model's declared input). The message names both sides.
+    """
+
+    def __init__(self, message: str, *, model: str, version: str, check: str) -> None:
+        super().__init__(message, model=model, version=version)
+        self.check = check
+
+
+class InputContractError(ModelFlagsError, ValueError):
+    """A call's input does not fit the model's declared input; the model never saw it.
+
+    ``missing`` and ``extra`` name the features the input lacks or has beyond the declared ones
+    (empty for arrays, which are judged by their shape). Bad input is the caller's: it is never
+    answered by another version.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        version: str,
+        missing: tuple[str, ...] = (),
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.model = model
+        self.version = version
+        self.missing = missing
+        self.extra = extra

@@ -3,12 +3,15 @@
 ``ModelFlags("registry.toml")`` is the whole set-up for the simple case. Each group below tunes
 one part; the flat keyword options of earlier releases (``max_models=``, ``shadow_workers=``,
 ``decision_log=``, ...) still work and map onto these groups.
+
+One process-wide default lives here: whether instances that were not told validate their
+inputs (:func:`set_validate_input_default`; the pytest plugin turns it on for a test session).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -22,11 +25,14 @@ if TYPE_CHECKING:
 __all__ = [
     "AuditOptions",
     "CacheOptions",
+    "GovernanceOptions",
     "Options",
     "PrewarmOptions",
     "RolloutOptions",
     "ShadowOptions",
     "gather",
+    "set_validate_input_default",
+    "validate_input_default",
 ]
 
 
@@ -89,6 +95,38 @@ class AuditOptions:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GovernanceOptions:
+    """Which versions may serve here, and what is checked of the input.
+
+    ``allowed_stages``: the stages whose versions this process serves (a list, or a comma
+    separated string); ``None`` reads ``MODELFLAGS_ALLOWED_STAGES``, else every stage but
+    ``archived`` (which never serves). ``validate_input``: check each call's input against the
+    model's declared input (``None``: the process default, off unless the pytest plugin turned it
+    on). ``drift_queue``: sampled inputs waiting for the drift watch, beyond which they are dropped.
+    """
+
+    allowed_stages: Iterable[str] | str | None = None
+    validate_input: bool | None = None
+    drift_queue: int = 256
+
+
+_validate_input_default = False
+
+
+def validate_input_default() -> bool:
+    """Whether instances made without ``validate_input=`` validate their inputs."""
+    return _validate_input_default
+
+
+def set_validate_input_default(value: bool) -> bool:
+    """Set the process-wide default of ``validate_input``; returns the previous one. Instances
+    read it when they are made."""
+    global _validate_input_default
+    previous, _validate_input_default = _validate_input_default, bool(value)
+    return previous
+
+
+@dataclass(frozen=True, kw_only=True)
 class Options:
     """Every group, after the flat options of earlier releases were mapped onto them."""
 
@@ -97,6 +135,7 @@ class Options:
     prewarm: PrewarmOptions = field(default_factory=PrewarmOptions)
     rollout: RolloutOptions = field(default_factory=RolloutOptions)
     audit: AuditOptions = field(default_factory=AuditOptions)
+    governance: GovernanceOptions = field(default_factory=GovernanceOptions)
 
 
 _FLAT: Mapping[str, tuple[str, str]] = {
@@ -114,6 +153,9 @@ _FLAT: Mapping[str, tuple[str, str]] = {
     "guardrail_interval": ("rollout", "guardrail_interval"),
     "decision_log": ("audit", "decision_log"),
     "decision_sample": ("audit", "sample"),
+    "allowed_stages": ("governance", "allowed_stages"),
+    "validate_input": ("governance", "validate_input"),
+    "drift_queue": ("governance", "drift_queue"),
 }
 
 
@@ -125,6 +167,7 @@ def gather(
     prewarm: bool | PrewarmOptions = True,
     rollout: RolloutOptions | None = None,
     audit: AuditOptions | None = None,
+    governance: GovernanceOptions | None = None,
 ) -> Options:
     """The option groups, with the flat options of earlier releases mapped onto them.
 
@@ -139,8 +182,15 @@ def gather(
         else PrewarmOptions(enabled=bool(prewarm)),
         "rollout": rollout or RolloutOptions(),
         "audit": audit or AuditOptions(),
+        "governance": governance or GovernanceOptions(),
     }
-    given = {"cache": cache, "shadow": shadow, "rollout": rollout, "audit": audit}
+    given = {
+        "cache": cache,
+        "shadow": shadow,
+        "rollout": rollout,
+        "audit": audit,
+        "governance": governance,
+    }
     changes: dict[str, dict[str, Any]] = {}
     for name, value in flat.items():
         target = _FLAT.get(name)

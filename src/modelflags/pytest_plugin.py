@@ -15,6 +15,10 @@ ends::
 
 The ``every_model_version`` marker (a test run once per version that may serve, and the
 ``model_version`` fixture) lives in :mod:`modelflags.pytest_every_version`, loaded from here.
+
+While the plugin is active, instances made without ``validate_input=`` check each call's input
+against the model's declared input, so a test feeding a model the wrong features fails with
+:class:`~modelflags.errors.InputContractError` instead of a fallback.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from modelflags import options
 from modelflags.serving import pins
 from modelflags.testing import ModelOverrides
 
@@ -41,12 +46,23 @@ def model_overrides() -> Iterator[ModelOverrides]:
         overrides.clear()
 
 
+_VALIDATE = pytest.StashKey[bool]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``model_versions`` marker."""
+    """Register the ``model_versions`` marker; validate inputs by default for the session."""
     config.addinivalue_line(
         "markers",
         "model_versions(**versions): pin model versions by model name for this test (modelflags)",
     )
+    config.stash[_VALIDATE] = options.set_validate_input_default(True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Restore the process's default of ``validate_input``."""
+    previous = config.stash.get(_VALIDATE, None)
+    if previous is not None:
+        options.set_validate_input_default(previous)
 
 
 _TOKEN = pytest.StashKey[int]()

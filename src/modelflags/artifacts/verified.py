@@ -19,13 +19,15 @@ Reading and checking is :mod:`~modelflags.artifacts.reading`'s job; this module 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Final
+from urllib.parse import unquote, urlsplit
 
 from modelflags.artifacts.chunks import CHUNK_SIZE, ChunkList
 from modelflags.artifacts.naming import Subject
@@ -153,7 +155,8 @@ class VerifiedArtifact:
     def private_copy(self) -> Iterator[Path]:
         """A file with the bytes, in a new folder only this user can enter, removed on exit.
 
-        For loaders that need a path. The file keeps the URI's suffix (``artifact.onnx``).
+        For loaders that need a path. The file keeps the name the URI gives it (letters, digits,
+        ``.``, ``_`` and ``-`` only; ``artifact`` plus the URI's suffix otherwise).
         Failing to write it raises :class:`~modelflags.errors.ArtifactError`.
         """
         self._check_unspent()
@@ -161,7 +164,7 @@ class VerifiedArtifact:
         folder = None
         try:
             folder = tempfile.mkdtemp(prefix="modelflags-")  # mode 0700, this user's
-            path = Path(folder) / f"artifact{self._suffix}"
+            path = Path(folder) / _copy_name(subject.uri, self._suffix)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
             with open(os.open(path, flags, 0o600), "wb") as out:
                 self._chunks.write_to(out)
@@ -189,3 +192,12 @@ class VerifiedArtifact:
             f"VerifiedArtifact(model={self.model!r}, version={self.version!r}, "
             f"uri={self.uri!r}, size={self._size}, sha256={self._sha256!r})"
         )
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _copy_name(uri: str, suffix: str) -> str:
+    """The file name of a private copy: the URI's own last segment when it is a plain name."""
+    name = PurePosixPath(unquote(urlsplit(uri).path)).name
+    return name if _PLAIN_NAME.fullmatch(name) else f"artifact{suffix}"

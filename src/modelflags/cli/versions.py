@@ -10,6 +10,7 @@ from typing import Any
 from modelflags.cli.output import OK, USAGE, Output, size_text
 from modelflags.golden import register
 from modelflags.registry import STAGES, promote
+from modelflags.registry.reference import read_sample
 
 __all__ = ["add_commands"]
 
@@ -39,6 +40,11 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--data", action="append", default=[], metavar="PATH", help="a data file (repeatable)"
+    )
+    parser.add_argument(
+        "--reference",
+        metavar="FILE",
+        help="the training sample (.npy, or .csv with a header): feature statistics for drift",
     )
     parser.add_argument("--stage", default="candidate", choices=STAGES, help="default: candidate")
     parser.add_argument("--uri", help="write this URI instead of the artifact's path")
@@ -84,6 +90,7 @@ def run_register(args: argparse.Namespace, output: Output) -> int:
     try:
         metrics = {k: _number(k, v) for k, v in map(_pair, args.metric)}
         params = {k: _json_or_text(v) for k, v in map(_pair, args.param)}
+        reference = None if args.reference is None else read_sample(args.reference)
     except ValueError as exc:
         return output.error(str(exc), USAGE)
     result = register(
@@ -101,6 +108,7 @@ def run_register(args: argparse.Namespace, output: Output) -> int:
         source_dir=args.source_dir,
         user=args.by,
         examples=args.examples,
+        reference=reference,
     )
     lineage = result.lineage
     git = lineage.git
@@ -122,6 +130,9 @@ def run_register(args: argparse.Namespace, output: Output) -> int:
     examples = result.examples
     if examples is not None:
         lines.append(f"  examples {examples.rows} rows in {examples.uri}")
+    if result.reference is not None:
+        stats = result.reference
+        lines.append(f"  sample  {stats.rows} rows, {len(stats.features)} features")
     if result.same_bytes_as:
         output.warn(
             f"{result.model}/{result.version} has the same bytes as "
@@ -141,6 +152,7 @@ def run_register(args: argparse.Namespace, output: Output) -> int:
             "lineage": lineage.model_dump(mode="json", exclude_none=True),
             "examples": examples.model_dump(exclude={"location"}) if examples else None,
             "examples_added": result.examples_added,
+            "reference_rows": None if result.reference is None else result.reference.rows,
         },
         lines,
     )

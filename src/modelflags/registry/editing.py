@@ -202,12 +202,22 @@ def _empty(value: Any) -> bool:
 
 
 def add_version(
-    edit: Edit, model: str, version: str, entry: dict[str, Any], *, new_model: bool
+    edit: Edit,
+    model: str,
+    version: str,
+    entry: dict[str, Any],
+    *,
+    new_model: bool,
+    model_input: dict[str, Any] | None = None,
 ) -> None:
+    """Write ``version``'s ``entry``; a new model gets it as ``default_version`` and
+    ``model_input`` as its declared ``input``."""
     models = _child(edit, edit.document, "models")
     if new_model:
         table = _child(edit, models, model)
         table["default_version"] = version
+        if model_input is not None:
+            table["input"] = _toml(model_input) if edit.toml and _is_table(table) else model_input
     table = models[model]
     versions = _child(edit, table, "versions")
     versions[version] = _toml(entry) if edit.toml and _is_table(versions) else entry

@@ -30,10 +30,12 @@ from pydantic import (
 )
 
 from modelflags.registry.compat import CompatPolicy
+from modelflags.registry.contracts import InputContract
 from modelflags.registry.examples import ExamplesRef
 from modelflags.registry.guardrails import GuardrailRules
 from modelflags.registry.messages import registry_error
 from modelflags.registry.records import Environment, HistoryEntry, Lineage, Stage
+from modelflags.registry.reference import DriftRules, ReferenceStats
 
 __all__ = [
     "ID_RULES",
@@ -59,7 +61,9 @@ class VersionSpec(BaseModel):
     ``location`` is the URI made absolute: a local path for files, the URL for remote artifacts.
     ``stage``, ``history`` and ``lineage`` are described in :mod:`modelflags.registry.records`;
     ``examples`` (inputs and the outputs the version gave on them) in
-    :mod:`modelflags.registry.examples`; ``metadata`` is free-form.
+    :mod:`modelflags.registry.examples`; ``input`` (what the version was trained on) in
+    :mod:`modelflags.registry.contracts`; ``reference`` (statistics of its training sample) in
+    :mod:`modelflags.registry.reference`; ``metadata`` is free-form.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -73,6 +77,8 @@ class VersionSpec(BaseModel):
     history: tuple[HistoryEntry, ...] = ()
     lineage: Lineage | None = None
     examples: ExamplesRef | None = None
+    input: InputContract | None = None
+    reference: ReferenceStats | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     location: str = ""
 
@@ -132,6 +138,8 @@ class ModelSpec(BaseModel):
     ``compat`` says what a difference between a version's recorded environment and the running
     one does (see :mod:`modelflags.registry.compat`); ``require_approval`` makes a promotion to
     ``production`` need an approver other than the person who registered the version.
+    ``input`` declares the input the application sends (:mod:`modelflags.registry.contracts`);
+    ``drift`` the drift the serving process watches for (:mod:`modelflags.registry.reference`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -145,6 +153,8 @@ class ModelSpec(BaseModel):
     guardrails: GuardrailRules | None = None
     compat: CompatPolicy = "default"
     require_approval: bool = False
+    input: InputContract | None = None
+    drift: DriftRules | None = None
 
     @field_validator("flag", "shadow_flag")
     @classmethod
@@ -169,6 +179,19 @@ class ModelSpec(BaseModel):
             known = ", ".join(sorted(self.versions))
             raise ValueError(
                 f"default_version {self.default_version!r} is not among the versions ({known})"
+            )
+        if self.versions[self.default_version].stage == "archived":
+            raise ValueError(
+                f"default_version {self.default_version!r} is archived, and archived versions "
+                "never serve: make another version the default first"
+            )
+        if self.drift is not None and not any(
+            spec.reference is not None and spec.stage != "archived"
+            for spec in self.versions.values()
+        ):
+            raise ValueError(
+                "drift rules need reference statistics, and no version that may serve has any: "
+                "register a version with reference=X_train (or --reference FILE)"
             )
         return self
 

@@ -22,6 +22,13 @@ from typing import Any
 
 from modelflags.errors import ArtifactNotFoundError, RegistryError
 from modelflags.registry.capture import collect_lineage, file_digest
+from modelflags.registry.contracts import (
+    InputContract,
+    capture_input,
+    input_mismatch,
+    plain_contract,
+    selects_by_name,
+)
 from modelflags.registry.editing import (
     Edit,
     add_version,
@@ -33,6 +40,7 @@ from modelflags.registry.editing import (
 from modelflags.registry.examples import ExamplesRef, store_examples
 from modelflags.registry.messages import suggest
 from modelflags.registry.records import STAGES, HistoryEntry, Lineage, Stage
+from modelflags.registry.reference import ReferenceStats
 from modelflags.registry.replay import Load, record_examples
 from modelflags.registry.schema import VersionSpec, check_id
 
@@ -60,6 +68,8 @@ class Registered:
     same_bytes_as: tuple[str, ...] = ()
     examples: ExamplesRef | None = None
     examples_added: bool = False
+    input: InputContract | None = None
+    reference: ReferenceStats | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,7 @@ def register(
     artifact: str | os.PathLike[str],
     *,
     estimator: object = None,
+    reference: object = None,
     uri: str | None = None,
     loader: str | None = None,
     stage: str = "candidate",
@@ -130,10 +141,17 @@ def register(
     :mod:`modelflags.registry.examples`). Given for a version already registered with the same
     bytes and no examples, they are added to it.
 
+    With ``estimator``, the input it was fitted on (``feature_names_in_``, ``n_features_in_``)
+    is recorded as the version's ``input``; a new model declares the same input. With
+    ``reference`` (the training sample: a DataFrame, a mapping of columns or a 2-D array),
+    statistics of each feature are recorded for drift watching
+    (:mod:`modelflags.registry.reference`).
+
     Raises :class:`ArtifactNotFoundError` for a missing artifact and :class:`RegistryError` for
     an invalid name, id or stage, an id already registered with other bytes, a missing data file,
     examples that cannot be read or do not fit the model (or differ from those the version
-    has), a production stage that needs an approver, a locked or concurrently changed file.
+    has), a reference sample that does not fit the estimator, a production stage that needs an
+    approver, a locked or concurrently changed file.
     """
     where = os.fspath(registry)
     _check_name(model, "model name", where, model=None)
@@ -165,6 +183,7 @@ def register(
         where=where,
         model=model,
     )
+    contract, stats = capture_input(estimator, reference, where=where, model=model, version=version)
     sample = None
     if examples is not None:
         being_registered = VersionSpec(
@@ -180,6 +199,10 @@ def register(
     if loader is not None:
         entry["loader"] = loader
     entry["stage"] = chosen
+    if contract is not None:
+        entry["input"] = plain(plain_contract(contract))
+    if stats is not None:
+        entry["reference"] = plain(stats.model_dump(exclude_none=True))
     entry["lineage"] = plain(lineage.model_dump(exclude_none=True))
     entry["history"] = [plain(first.model_dump(exclude_none=True))]
     written: list[Path] = []
@@ -212,6 +235,8 @@ def register(
             created=True,
             lineage=lineage,
             same_bytes_as=same,
+            input=contract,
+            reference=stats,
         )
         if version in known_versions:
             known = known_versions[version]
@@ -223,6 +248,8 @@ def register(
                     created=False,
                     lineage=known.lineage or lineage,
                     examples=known.examples,
+                    input=known.input,
+                    reference=known.reference,
                 )
                 if sample is None or _same_examples(known.examples, sample[0]):
                     edit.changed = False
@@ -259,7 +286,16 @@ def register(
         if sample is not None:
             ref, entry["examples"] = keep_examples(sample)
             outcome = replace(outcome, examples=ref)
-        add_version(edit, model, version, entry, new_model=spec is None)
+        add_version(
+            edit,
+            model,
+            version,
+            entry,
+            new_model=spec is None,
+            model_input=plain(plain_contract(contract)) if spec is None and contract else None,
+        )
+        if spec is not None and spec.input is not None:
+            _warn_about_input(where, model, version, spec.input, contract, stats, estimator)
         if same:
             logger.warning(
                 "%s: model %r version %r has the same bytes as %s",
@@ -357,6 +393,41 @@ def promote(
 
 
 # -- checks ------------------------------------------------------------------------------------
+
+
+def _warn_about_input(
+    where: str,
+    model: str,
+    version: str,
+    declared: InputContract,
+    contract: InputContract | None,
+    stats: ReferenceStats | None,
+    estimator: object,
+) -> None:
+    """Say at registration what serving will refuse or cannot watch (nothing is refused here:
+    a version trained on an older feature set is still a version)."""
+    if contract is not None:
+        problem = input_mismatch(declared, contract, by_name=selects_by_name(estimator))
+        if problem:
+            logger.warning(
+                "%s: model %r version %r does not take the model's declared input (%s): it will "
+                "be refused at load until the declared input changes",
+                where,
+                model,
+                version,
+                problem,
+            )
+    if stats is not None and declared.features is not None:
+        unwatched = [name for name in declared.features if name not in stats.features]
+        if unwatched:
+            logger.warning(
+                "%s: model %r version %r: the reference sample lacks declared features %s; "
+                "their drift is not watched for this version",
+                where,
+                model,
+                version,
+                ", ".join(repr(name) for name in unwatched),
+            )
 
 
 def _check_name(value: str, what: str, where: str, *, model: str | None) -> None:

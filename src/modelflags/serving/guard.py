@@ -6,6 +6,10 @@ version is quarantined. When the LKG raises too, the input is the caller's to se
 error is raised and nobody is penalised. A completed call proves its version, is recorded for the
 guardrails, and is mirrored to the shadow version when the handle has one. Methods that change the
 model (``fit``, ``partial_fit``, ``set_params``, ...) never fall back.
+
+With an input gate (:mod:`~modelflags.serving.inputs`), the call's input is first checked against
+the model's declared input, which raises :class:`~modelflags.errors.InputContractError` before the
+model sees it (never falling back), and offered to the drift watch.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from modelflags.errors import ModelFlagsError
 from modelflags.serving.handle import MUTATING_PREFIXES, ServedModel
+from modelflags.serving.inputs import InputGate
 from modelflags.serving.shadow import ShadowRunner
 from modelflags.serving.versions import VersionKeeper
 
@@ -24,13 +29,15 @@ __all__ = ["InferenceGuard"]
 class InferenceGuard:
     """Runs handles' inference calls with fallback to the last known good version.
 
-    Owned by the serving policy, which hands it to every handle it builds. Safe to share between
+    Owned by the serving policy, which hands it to every handle it builds. ``inputs`` (set once
+    when the instance is assembled) checks and samples each call's input. Safe to share between
     threads; it takes no lock of its own.
     """
 
     def __init__(self, keeper: VersionKeeper, shadow: ShadowRunner) -> None:
         self.keeper = keeper
         self.shadow = shadow
+        self.inputs: InputGate | None = None
         self._health = keeper.health
 
     def invoke(
@@ -43,6 +50,9 @@ class InferenceGuard:
         if method.startswith(MUTATING_PREFIXES):
             return getattr(handle.model, method)(*args, **kwargs)
         name, version = handle.name, handle.version
+        inputs = self.inputs
+        if inputs is not None:
+            inputs(name, version, method, args, kwargs)
         health = self._health
         if health.blocked(name, version) is not None:
             # Quarantined since this handle was made: do not fail (and be penalised) again.

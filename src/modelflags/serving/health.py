@@ -6,7 +6,14 @@ failed is quarantined: no request tries it again until its back-off expires (1 s
 at 5 minutes by default). When it proves itself again, its failure count is forgotten.
 
 State lives in memory; with a ``state_dir`` the LKG of every model is also written atomically to
-``<state_dir>/modelflags-state.json`` (temporary file, then rename) and read back at start.
+``<state_dir>/modelflags-state.json`` (temporary file, then rename) and read back at start,
+together with the sha256 first seen for each version id (so that an id re-pointed at other bytes
+is refused after a restart too)::
+
+    {"lkg": {"recommender": "v3"},
+     "digests": {"recommender": {"v1": "9f2c...", "v3": "5e88..."}}}
+
+Files written before digests were recorded (``lkg`` only) still load.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -28,6 +36,7 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "modelflags-state.json"
 _TEMP_PREFIX = ".modelflags-state-"
 _LEFTOVER_AGE_S = 60.0
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +96,7 @@ class Health:
         self._proven: dict[str, dict[str, None]] = {model: {} for model in defaults}
         self._defaults = dict(defaults)
         self._quarantine: dict[str, dict[str, Quarantine]] = {}
+        self._digests: dict[str, dict[str, str]] = {}
         self._state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
         if self._state_path is not None:
             self._restore(known_versions or {})
@@ -256,6 +266,28 @@ class Health:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
 
+    # -- digests first seen ---------------------------------------------------------------------
+
+    @property
+    def state_path(self) -> Path | None:
+        """The state file, when there is one."""
+        return self._state_path
+
+    def first_digest(self, model: str, version: str) -> str | None:
+        """The sha256 ``version`` was first loaded with here (or by an earlier process sharing
+        the state file); None when it never was."""
+        return (self._digests.get(model) or {}).get(version)
+
+    def record_digest(self, model: str, version: str, sha256: str) -> None:
+        """Remember that ``version`` loaded with ``sha256``; the first digest recorded stays."""
+        with self._lock:
+            known = self._digests.get(model) or {}
+            if version in known:
+                return
+            # Replace the mapping so lock-free readers never see it change under them.
+            self._digests[model] = {**known, version: sha256}
+        self._persist()
+
     # -- persistence ----------------------------------------------------------------------------
 
     def _restore(self, known_versions: Mapping[str, frozenset[str]]) -> None:
@@ -270,6 +302,7 @@ class Health:
             reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             logger.warning("ignoring unreadable state file %s: %s", self._state_path, reason)
             return
+        self._restore_digests(raw.get("digests") if isinstance(raw, dict) else None)
         saved = raw.get("lkg") if isinstance(raw, dict) else None
         if not isinstance(saved, dict):
             logger.warning("ignoring state file %s: no 'lkg' table", self._state_path)
@@ -289,14 +322,44 @@ class Health:
                 continue
             self._lkg[model] = version
 
+    def _restore_digests(self, saved: object) -> None:
+        """Digests of an older process; entries that are not a model -> version -> sha256 are
+        skipped with a warning (files without any are from before digests were recorded)."""
+        if saved is None:
+            return
+        if not isinstance(saved, dict):
+            logger.warning("state file %s: 'digests' is not a table; ignored", self._state_path)
+            return
+        for model, versions in saved.items():
+            if not isinstance(versions, dict):
+                continue
+            good = {
+                version: digest
+                for version, digest in versions.items()
+                if isinstance(digest, str) and _SHA256.fullmatch(digest)
+            }
+            if len(good) != len(versions):
+                logger.warning(
+                    "state file %s: ignoring %d malformed digests of model %r",
+                    self._state_path,
+                    len(versions) - len(good),
+                    model,
+                )
+            self._digests[str(model)] = good
+
     def _persist(self) -> None:
         path = self._state_path
         if path is None:
             return
         with self._write_lock:  # the snapshot is taken inside, so the newest state is written last
             with self._lock:
-                snapshot = dict(sorted(self._lkg.items()))
-            payload = json.dumps({"lkg": snapshot}, indent=2) + "\n"
+                state: dict[str, object] = {"lkg": dict(sorted(self._lkg.items()))}
+                if self._digests:
+                    state["digests"] = {
+                        model: dict(sorted(versions.items()))
+                        for model, versions in sorted(self._digests.items())
+                    }
+            payload = json.dumps(state, indent=2) + "\n"
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)

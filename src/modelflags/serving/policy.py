@@ -8,7 +8,8 @@ decides:
 
 - which version a request gets: the flag's choice when it is known, allowed, loaded or loadable
   and not quarantined or rolled back; otherwise the last known good version (LKG), with a
-  :class:`~modelflags.serving.handle.ServingReason` that says why;
+  :class:`~modelflags.serving.handle.ServingReason` that says why (``POLICY`` for a version whose
+  stage this process does not serve, see :mod:`~modelflags.serving.stages`);
 - what happens when inference fails: the same call on the LKG, the failing version quarantined,
   and the original error raised only when the LKG fails too (bad input is the caller's to see);
 - when a version has proved itself, and which calls are mirrored to a shadow.
@@ -36,6 +37,7 @@ from modelflags.serving.handle import ServedModel, ServingReason
 from modelflags.serving.prewarm import ContextRing, Prewarmer
 from modelflags.serving.resolution import Resolution, Resolver
 from modelflags.serving.shadow import ShadowRunner, sampled
+from modelflags.serving.stages import StageGate
 from modelflags.serving.versions import VersionKeeper
 
 __all__ = ["DecisionSink", "ModelEntry", "ServingPolicy"]
@@ -103,6 +105,7 @@ class ServingPolicy:
         prewarmer: Prewarmer | None = None,
         decisions: DecisionSink | None = None,
         random: Callable[[], float],
+        stages: StageGate | None = None,
     ) -> None:
         self.models = models
         self.resolver = resolver
@@ -110,6 +113,7 @@ class ServingPolicy:
         self.shadow = shadow
         self.prewarmer = prewarmer
         self.decisions = decisions
+        self.stages = stages
         self._random = random
         self._health = keeper.health
         self._cache = keeper.cache
@@ -191,7 +195,12 @@ class ServingPolicy:
         lkg = self._health.lkg(name)
         details = self.resolver.evaluate(name, model.flag_key, lkg, context, model.versions)
         resolution = self._interpret(model, details, lkg)
-        return resolution.version if resolution.error is None else None
+        if resolution.error is not None:
+            return None
+        stages = self.stages
+        if stages is not None and resolution.version in stages.refused(name):
+            return None
+        return resolution.version
 
     def _interpret(
         self, model: ModelEntry, details: FlagEvaluationDetails[str], lkg: str
@@ -222,6 +231,8 @@ class ServingPolicy:
             return f"version {handle.requested_version!r} is rolled back"
         if handle.reason is ServingReason.PREWARMING:
             return f"version {handle.requested_version!r} is loading after a flag change"
+        if handle.reason is ServingReason.POLICY and self.stages is not None:
+            return self.stages.cause(name, handle.requested_version)
         for quarantine in self._health.quarantined(name):
             if quarantine.version == handle.requested_version:
                 return quarantine.cause
@@ -244,6 +255,9 @@ class ServingPolicy:
         if shadow is None or (
             not keyed and not sampled(model.shadow_rate, model.name, None, self._random)
         ):
+            return None
+        stages = self.stages
+        if stages is not None and stages.refuses(model.name, shadow, role="shadow"):
             return None
         return shadow
 
@@ -295,6 +309,10 @@ class ServingPolicy:
             lkg, entry = self.keeper.lkg_entry(name)
             reason = resolution.reason if lkg == version else ServingReason.FALLBACK
             return self._handle(model, lkg, requested, entry, resolution, reason, context)
+        stages = self.stages
+        # A version this process may not serve is never loaded, so it never reaches the fast path.
+        if stages is not None and stages.refuses(name, version):
+            return self._lkg_handle(model, requested, resolution, context, ServingReason.POLICY)
         oversight = self.keeper.oversight
         if oversight is not None and version in oversight.rolled_back(name):
             return self._lkg_handle(

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from modelflags.artifacts import ArtifactStore, LoaderRegistry
 from modelflags.errors import ModelFlagsError, ModelUnavailableError, VersionLoadError, shown
 from modelflags.registry import ModelSpec
+from modelflags.serving.admission import Admission
 from modelflags.serving.cache import CacheEntry, ModelCache
 from modelflags.serving.health import Health
 from modelflags.telemetry.events import (
@@ -62,6 +63,8 @@ class VersionKeeper:
 
     Safe to share between threads: loads run once per version outside any lock (single flight),
     and health transitions are guarded by :class:`~modelflags.serving.health.Health`'s lock.
+    ``admission`` checks each version before, while and after it loads (default: digests first
+    seen, environment compatibility, input contracts; see :mod:`modelflags.serving.admission`).
     """
 
     def __init__(
@@ -73,12 +76,14 @@ class VersionKeeper:
         artifacts: ArtifactStore,
         loaders: LoaderRegistry,
         emit: Callable[[Event], None],
+        admission: Admission | None = None,
     ) -> None:
         self.specs = specs
         self.health = health
         self.cache = cache
         self.artifacts = artifacts
         self.loaders = loaders
+        self.admission = admission or Admission(specs, health)
         self._emit = emit
         self.oversight: Oversight | None = None
         for name in specs:
@@ -154,9 +159,13 @@ class VersionKeeper:
     def _load(self, name: str, version: str) -> CacheEntry:
         spec = self.specs[name].versions[version]
         started = time.perf_counter()
+        admission = self.admission
         try:
-            loaded = self.artifacts.load(name, version, spec, self.loaders)
+            admission.before(name, version, spec)
+            with admission.loading(name, version):
+                loaded = self.artifacts.load(name, version, spec, self.loaders)
             value, nbytes = loaded.value, loaded.nbytes
+            admission.after(name, version, spec, value)
         except VersionLoadError as exc:
             self._emit(VersionLoadFailed(name, version, bounded(str(exc)), type(exc).__name__))
             raise

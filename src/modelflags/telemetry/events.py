@@ -18,6 +18,7 @@ what happened::
     RollbackVerified       after a rollback, the breached figure is back at the LKG's level
     RollbackIneffective    after a rollback, the regression persists on the LKG too
     ActuatorFailed         changing a flag at its source failed; the local decision stands
+    DriftDetected          a model's input has drifted from the training sample of the version
 
 The names of earlier releases (``Loaded``, ``LoadFailed``, ``FellBack``, ``Quarantined``,
 ``BecameLKG``, ``Prewarmed``, ``ShadowResult``, ``Breach``, ``RolledBack``, ``GuardrailAlert``)
@@ -44,6 +45,7 @@ __all__ = [
     "ActuatorFailed",
     "BecameLKG",
     "Breach",
+    "DriftDetected",
     "Event",
     "EventDispatcher",
     "FallbackServed",
@@ -269,6 +271,29 @@ class ActuatorFailed:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class DriftDetected:
+    """The input ``version`` of ``model`` was served has drifted from its training sample.
+
+    ``features``: (feature, population stability index) of each feature above
+    ``max_feature_psi``, largest first; ``missing``: (feature, reference share, observed share) of
+    each feature whose missing share rose more than ``max_missing_increase``. ``rows`` sampled
+    rows were in the window of ``window_s`` seconds; ``action`` is the drift rules' action
+    (``"alert"`` or ``"rollback"``); ``detected_at`` is the clock time.
+    """
+
+    model: str
+    version: str
+    features: tuple[tuple[str, float], ...]
+    missing: tuple[tuple[str, float, float], ...]
+    max_feature_psi: float | None
+    max_missing_increase: float | None
+    rows: int
+    window_s: float
+    action: str
+    detected_at: float
+
+
 Event: TypeAlias = (
     VersionLoaded
     | VersionLoadFailed
@@ -285,6 +310,7 @@ Event: TypeAlias = (
     | RollbackVerified
     | RollbackIneffective
     | ActuatorFailed
+    | DriftDetected
 )
 """Every event modelflags emits."""
 

@@ -13,7 +13,13 @@ name                            kind       unit         attributes
 ``modelflags.fallbacks``        counter    ``{call}``   ``model``, ``version``
 ``modelflags.latency``          histogram  ``ms``       ``model``, ``version``
 ``modelflags.outcomes``         counter    ``1``        ``model``, ``version``, ``outcome``
+``modelflags.feature_psi``      gauge      ``1``        ``model``, ``version``, ``feature``
+``modelflags.feature_missing``  gauge      ``1``        ``model``, ``version``, ``feature``
 ==============================  =========  ===========  ===================================
+
+The two gauges carry, for models with drift rules, each feature's population stability index
+and missing share over the drift window (they need opentelemetry-api 1.23 or later, which has
+synchronous gauges; with an older one they are left out).
 
 ``version`` is the version asked to serve the call; a call the last known good version answered
 counts in ``modelflags.fallbacks`` too. ``modelflags.outcomes`` adds each outcome's value (a click
@@ -84,6 +90,19 @@ class OpenTelemetryMetrics:
             unit="1",
             description="Sum of observed outcome values (e.g. clicks) per serving version",
         )
+        create_gauge = getattr(meter, "create_gauge", None)  # opentelemetry-api >= 1.23
+        self._psi = self._missing = None
+        if create_gauge is not None:
+            self._psi = create_gauge(
+                f"{prefix}.feature_psi",
+                unit="1",
+                description="Population stability index of a feature over the drift window",
+            )
+            self._missing = create_gauge(
+                f"{prefix}.feature_missing",
+                unit="1",
+                description="Share of missing values of a feature over the drift window",
+            )
 
     def record_call(
         self, model: str, version: str, latency_s: float, error: bool, fell_back: bool
@@ -103,3 +122,14 @@ class OpenTelemetryMetrics:
             logger.debug("outcome %r of %s/%s is negative (%r); not counted", name, model, version)
             return
         self._outcomes.add(value, {"model": model, "version": version, "outcome": name})
+
+    def record_feature_drift(
+        self, model: str, version: str, feature: str, psi: float | None, missing: float
+    ) -> None:
+        """Set the drift figures of one feature of ``version`` (``psi`` None: no rows yet)."""
+        if self._psi is None or self._missing is None:
+            return
+        attributes = {"model": model, "version": version, "feature": feature}
+        if psi is not None:
+            self._psi.set(psi, attributes)
+        self._missing.set(missing, attributes)

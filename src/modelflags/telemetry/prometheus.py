@@ -17,6 +17,10 @@ name                                        type       labels                   
                                                        ``outcome``
 ``modelflags_outcome_squares_total``        counter    ``model``, ``version``,       values²
                                                        ``outcome``
+``modelflags_feature_psi``                  gauge      ``model``, ``version``,       PSI
+                                                       ``feature``
+``modelflags_feature_missing_share``        gauge      ``model``, ``version``,       0..1
+                                                       ``feature``
 ==========================================  =========  ============================  ==========
 
 As in :class:`Metrics`, a call counts under the version the flag asked for, and an outcome
@@ -31,6 +35,10 @@ under the version that served the call:
   ``_count``; ``_count`` equals ``requests - skipped``). Buckets: :data:`LATENCY_BUCKETS_S`.
 - ``outcome``: ``_count`` is how many values of an outcome were reported, ``_sum`` their sum, so
   ``_sum / _count`` is the mean, and for a binary outcome (click = 1, none = 0) the rate.
+- ``feature_psi`` and ``feature_missing_share``: for models with drift rules, each feature's
+  population stability index and missing share over the drift window, as last judged by the
+  drift watch (made on first use, so they appear only where drift is watched). Across processes
+  the largest value of any process is served (``multiprocess_mode="max"``), the one that alarms.
 - ``outcome_squares_total``: the sum of the squared values. With ``_count`` and ``_sum`` it gives
   the variance of a continuous outcome (revenue per request), which a sequential test of a
   difference in means needs and a binary outcome does not (its variance follows from its mean):
@@ -60,8 +68,8 @@ Serving them, e.g. next to a WSGI application (``metrics_app(asgi=True)`` for AS
 before the processes start (before ``prometheus_client`` is imported); each process then writes
 its values to files there and :func:`metrics_app` serves their sums. Counters, histograms and
 summaries keep the values of processes that have exited, so totals survive a worker's restart;
-there are no gauges, so no multiprocess gauge mode and no gunicorn ``child_exit`` hook
-(``mark_process_dead``) are needed. Empty the folder before each start of the whole server, never
+the drift gauges keep their last value too (``max`` mode), so no gunicorn ``child_exit`` hook
+(``mark_process_dead``) is needed. Empty the folder before each start of the whole server, never
 while it runs. In a single process prometheus-client also exports a ``*_created`` gauge per
 series; ``PROMETHEUS_DISABLE_CREATED_SERIES=True`` leaves them out.
 
@@ -88,6 +96,7 @@ try:
         REGISTRY,
         CollectorRegistry,
         Counter,
+        Gauge,
         Histogram,
         Summary,
         make_asgi_app,
@@ -125,6 +134,7 @@ under 5 ms, so the small end is fine-grained. The same bounds as the OpenTelemet
 
 _LABELS = ("model", "version")
 _OUTCOME_LABELS = ("model", "version", "outcome")
+_FEATURE_LABELS = ("model", "version", "feature")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +156,21 @@ class _OutcomeSeries:
     squares: Counter
 
 
+@dataclass(frozen=True, slots=True)
+class _DriftGauges:
+    """The drift gauges of one (registry, prefix), made on first use."""
+
+    psi: Gauge
+    missing: Gauge
+
+
 class _Families:
     """The metric families of one (registry, prefix), and their children by label values."""
 
     def __init__(self, registry: CollectorRegistry, prefix: str, buckets: tuple[float, ...]):
+        self.registry = registry
+        self.prefix = prefix
+        self.drift: _DriftGauges | None = None
         self.buckets = buckets
         self.versions: dict[tuple[str, str], _VersionSeries] = {}
         self.outcomes: dict[tuple[str, str, str], _OutcomeSeries] = {}
@@ -210,6 +231,28 @@ class _Families:
             self.latency.labels(model, version),
         )
         return self.versions.setdefault((model, version), series)
+
+    def drift_gauges(self) -> _DriftGauges:
+        """The drift gauges, registered the first time (families only: no files are opened)."""
+        with _families_lock:
+            if self.drift is None:
+                self.drift = _DriftGauges(
+                    Gauge(
+                        f"{self.prefix}_feature_psi",
+                        "Population stability index of a feature over the drift window",
+                        _FEATURE_LABELS,
+                        registry=self.registry,
+                        multiprocess_mode="max",
+                    ),
+                    Gauge(
+                        f"{self.prefix}_feature_missing_share",
+                        "Share of missing values of a feature over the drift window",
+                        _FEATURE_LABELS,
+                        registry=self.registry,
+                        multiprocess_mode="max",
+                    ),
+                )
+            return self.drift
 
     def outcome(self, model: str, version: str, name: str) -> _OutcomeSeries:
         series = _OutcomeSeries(
@@ -326,6 +369,15 @@ class PrometheusMetrics:
             series = self._families.outcome(model, version, name)
         series.values.observe(value)
         series.squares.inc(value * value)
+
+    def record_feature_drift(
+        self, model: str, version: str, feature: str, psi: float | None, missing: float
+    ) -> None:
+        """Set the drift figures of one feature of ``version`` (``psi`` None: no rows yet)."""
+        gauges = self._families.drift or self._families.drift_gauges()
+        if psi is not None and math.isfinite(psi):
+            gauges.psi.labels(model, version, feature).set(psi)
+        gauges.missing.labels(model, version, feature).set(missing)
 
     def app(self, *, asgi: bool = False) -> Callable[..., Any]:
         """A WSGI app (an ASGI app with ``asgi=True``) serving these metrics.
