@@ -251,6 +251,8 @@ class RolloutController:
             self._expire(state, now)
         if state.phase in TERMINAL:
             return
+        if state.stage < 0 and not self._write_split(state, self._start_stage):
+            return  # the first split failed: again at every check until it is written
         read = self._read(state, now)
         if read is None:
             return
