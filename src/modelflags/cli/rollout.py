@@ -92,6 +92,11 @@ def run(args: argparse.Namespace, output: Output) -> int:
         if version is not None and version not in spec.versions:
             known = ", ".join(sorted(spec.versions))
             return output.error(f"model {args.model!r} has no version {version!r} ({known})")
+    if spec.decisions != "fleet":
+        output.warn(
+            f'model {args.model!r} has decisions = "{spec.decisions}": each instance may also '
+            'act on its own guardrails; set decisions = "fleet" in its table'
+        )
     if not args.actuator or not args.prometheus:
         return output.error("--actuator and --prometheus are needed to run a rollout")
     try:

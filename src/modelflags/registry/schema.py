@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
@@ -132,6 +132,10 @@ class ModelSpec(BaseModel):
     ``compat`` says what a difference between a version's recorded environment and the running
     one does (see :mod:`modelflags.registry.compat`); ``require_approval`` makes a promotion to
     ``production`` need an approver other than the person who registered the version.
+    ``decisions``: ``"process"`` (each process acts on its guardrails' comparative rules) or
+    ``"fleet"`` (one controller, ``modelflags rollout``, judges the fleet's pooled metrics and
+    acts at the flag source; each process keeps its local safety: load and inference fallback,
+    quarantine, absolute limits).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -145,6 +149,7 @@ class ModelSpec(BaseModel):
     guardrails: GuardrailRules | None = None
     compat: CompatPolicy = "default"
     require_approval: bool = False
+    decisions: Literal["process", "fleet"] = "process"
 
     @field_validator("flag", "shadow_flag")
     @classmethod
