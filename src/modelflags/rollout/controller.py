@@ -59,16 +59,18 @@ from typing import Any, Literal
 
 from modelflags.errors import MetricsUnavailableError
 from modelflags.registry.guardrails import GuardrailRules
-from modelflags.rollout.actuators.base import Actuator, SplitReader
+from modelflags.rollout.actuators.base import Actuator
 from modelflags.rollout.evidence import Evidence
+from modelflags.rollout.flag_moves import FlagMoves
 from modelflags.rollout.fleet_rules import FleetJudge
-from modelflags.rollout.fleet_totals import FleetTotals, VersionTotals
+from modelflags.rollout.fleet_totals import FleetReader, FleetTotals, VersionTotals
 from modelflags.rollout.promql import PrometheusSource
 from modelflags.rollout.rollout_state import (
     TERMINAL,
     AuditLog,
     RolloutState,
     evidence_json,
+    evidence_line,
     read_decision,
 )
 
@@ -144,14 +146,20 @@ class RolloutController:
         self.audit = AuditLog(
             audit_path or state_path.with_name(state_path.name + ".audit.jsonl"), clock=clock
         )
-        self.actuator_attempts, self.retry_s = actuator_attempts, retry_s
-        self.lag_s, self.max_window_s = lag_s, max_window_s
+        self.actuator_attempts = actuator_attempts
         self._clock = clock
         self._stop = threading.Event()
         self._sleep = sleep or self._wait
         self._progress = progress
-        self._totals = FleetTotals(source.prefix)
+        self._reader = FleetReader(
+            source, model, (candidate, baseline), self.judge.outcome,
+            lag_s=lag_s, max_window_s=max_window_s,
+        )  # fmt: skip
         self._start_stage = 0
+        self._moves = FlagMoves(
+            actuator, flag_key, baseline=baseline, candidate=candidate,
+            attempts=actuator_attempts, retry_s=retry_s, sleep=self._sleep,
+        )  # fmt: skip
 
     def _wait(self, seconds: float) -> None:
         self._stop.wait(seconds)
@@ -168,7 +176,7 @@ class RolloutController:
         state = self._begin()
         while state.phase not in TERMINAL and not self._stop.is_set():
             self.step(state)
-            state.totals = self._totals.to_json()
+            state.totals = self._reader.totals.to_json()
             state.save(self.state_path)
             if state.phase in TERMINAL or self._stop.is_set():
                 break
@@ -193,7 +201,7 @@ class RolloutController:
             found.stages = self.stages  # the stages and their length may change on a restart
             found.stage_seconds = self.stage_seconds
             if found.totals is not None:
-                self._totals = FleetTotals.from_json(found.totals)
+                self._reader.totals = FleetTotals.from_json(found.totals)
             if found.phase in TERMINAL:
                 self._say(found, "finished", f"this rollout is already {found.phase}")
                 return found
@@ -211,18 +219,10 @@ class RolloutController:
 
     def _adopt_split(self, state: RolloutState) -> None:
         """Without a state file: start from what the flag serves now (see the module docs)."""
-        split: dict[str, int] | None = None
-        problem = "the actuator cannot read splits"
-        if isinstance(self.actuator, SplitReader):
-            try:
-                split = self.actuator.current_split(self.flag_key)
-                problem = "its rules are not a plain split"
-            except Exception as exc:
-                problem = f"reading it failed: {exc}"
-        share = None if split is None else split.get(self.candidate, 0)
+        share, problem = self._moves.candidate_share()
         if share is None:
             self._say(state, "start", f"no state file and the flag's split is unknown ({problem})")
-            if self._actuate(state, "rollback", lambda: self._roll_back_flag()):
+            if self._actuate(state, "rollback", self._moves.rollback):
                 self._say(state, "rollback", f"flag set to {self.baseline} for everyone first")
         elif share >= 100:
             state.phase = "completed"
@@ -259,8 +259,12 @@ class RolloutController:
         candidate, baseline = read
         evidence = self.judge.evaluate(candidate, baseline)
         due = self._breaches(state, evidence, now)
-        detail = {"evidence": [evidence_json(e) for e in evidence], **_counts(candidate, baseline)}
-        summary = "; ".join(_short(e) for e in evidence)
+        detail = {
+            "evidence": [evidence_json(e) for e in evidence],
+            "candidate_totals": candidate.to_json(),
+            "baseline_totals": baseline.to_json(),
+        }
+        summary = "; ".join(evidence_line(e) for e in evidence)
         if state.phase == "proposed":
             self._say(state, "hold", f"waiting for --confirm or --dismiss; {summary}", **detail)
             return
@@ -290,43 +294,27 @@ class RolloutController:
 
     def _first_read(self, state: RolloutState, now: float) -> None:
         try:
-            series = self.source.read(
-                self.model, [self.candidate, self.baseline],
-                outcome=self.judge.outcome, window_s=300.0,
-            )  # fmt: skip
+            count = self._reader.start()
         except MetricsUnavailableError as exc:
             self._say(state, "hold", f"not starting: {exc} ({exc.reason})", cause=exc.reason)
             return
-        self._totals = FleetTotals(self.source.prefix)
-        self._totals.absorb(series)
         state.last_read_at = now
         state.phase = "running"
-        self._say(state, "baseline", f"totals start from {len(series)} series")
+        self._say(state, "baseline", f"totals start from {count} series")
         self._write_split(state, self._start_stage)
 
     def _read(self, state: RolloutState, now: float) -> tuple[VersionTotals, VersionTotals] | None:
-        since = state.last_read_at if state.last_read_at is not None else now - self.max_window_s
-        window = min(self.max_window_s, max(0.0, now - since) + self.lag_s)
         try:
-            series = self.source.read(
-                self.model, [self.candidate, self.baseline],
-                outcome=self.judge.outcome, window_s=window,
-            )  # fmt: skip
+            found = self._reader.read(state.last_read_at, now)
         except MetricsUnavailableError as exc:
-            self._say(state, "hold", f"{exc} ({exc.reason})", cause=exc.reason)
+            if exc.reason != "no_series":
+                self._say(state, "hold", f"{exc} ({exc.reason})", cause=exc.reason)
+                return None
+            state.last_read_at = now
+            self._say(state, "hold", str(exc), cause=exc.reason)
             return None
-        self._totals.absorb(series)
         state.last_read_at = now
-        outcome = self.judge.outcome
-        totals = {v: self._totals.version(v, outcome) for v in (self.candidate, self.baseline)}
-        answered = {item.label("version") for item in series}
-        missing = [v for v, t in totals.items() if t.instances == 0 or v not in answered]
-        if missing:
-            text = " and ".join(missing)
-            reason = f"no series for {text} of model {self.model!r} in {self.source.url} yet"
-            self._say(state, "hold", reason, cause="no_series")
-            return None
-        return totals[self.candidate], totals[self.baseline]
+        return found[self.candidate], found[self.baseline]
 
     # -- deciding -------------------------------------------------------------------------------
 
@@ -347,7 +335,7 @@ class RolloutController:
         action = self.rules.action
         if action == "rollback":
             self._say(state, "breach", text, **detail)
-            if self._actuate(state, "rollback", self._roll_back_flag):
+            if self._actuate(state, "rollback", self._moves.rollback):
                 state.phase = "rolled_back"
                 self._say(state, "rollback", f"everyone on {self.baseline}: {', '.join(due)}")
             return
@@ -388,7 +376,7 @@ class RolloutController:
         rules = list((state.proposal or {}).get("rules", []))
         if action == "confirm":
             self._say(state, "confirm", f"rollback confirmed {who}")
-            if self._actuate(state, "rollback", self._roll_back_flag):
+            if self._actuate(state, "rollback", self._moves.rollback):
                 state.phase, state.proposal = "rolled_back", None
                 self._say(state, "rollback", f"everyone on {self.baseline} ({who})")
             return
@@ -408,13 +396,9 @@ class RolloutController:
 
     # -- acting ---------------------------------------------------------------------------------
 
-    def _roll_back_flag(self) -> None:
-        self.actuator.rollback(self.flag_key, to_version=self.baseline, from_version=self.candidate)
-
     def _write_split(self, state: RolloutState, stage: int) -> bool:
         percent = self.stages[stage]
-        split = {self.baseline: 100 - percent, self.candidate: percent}
-        if not self._actuate(state, "split", lambda: self.actuator.set_split(self.flag_key, split)):
+        if not self._actuate(state, "split", lambda: self._moves.split(percent)):
             return False
         if stage != state.stage:
             state.stage_started_at = self._clock()
@@ -423,17 +407,11 @@ class RolloutController:
         self._say(state, "split", text)
         return True
 
-    def _actuate(self, state: RolloutState, what: str, action: Callable[[], None]) -> bool:
-        """``action`` with retries; False (after an ALERT) when every attempt failed."""
-        for attempt in range(1, self.actuator_attempts + 1):
-            try:
-                action()
-                return True
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                logger.warning("%s: %s attempt %d failed: %s", self.flag_key, what, attempt, error)
-                if attempt < self.actuator_attempts:
-                    self._sleep(self.retry_s)
+    def _actuate(self, state: RolloutState, what: str, move: Callable[[], str | None]) -> bool:
+        """Make ``move``; False (after an ALERT) when every attempt failed."""
+        error = move()
+        if error is None:
+            return True
         self._say(
             state,
             "actuator_failed",
@@ -447,25 +425,3 @@ class RolloutController:
         elapsed = self._clock() - state.started_at if state.started_at else 0.0
         self._progress(f"[{elapsed:7.1f}s {state.percent:3d}%] {decision}: {reason}")
         self.audit.write(decision, state, reason, **detail)
-
-
-def _short(evidence: Evidence) -> str:
-    estimate = "n/a" if evidence.estimate is None else f"{evidence.estimate:+.3g}"
-    verdict = "BREACH" if evidence.breached else ("holds" if evidence.decided else "no verdict")
-    return (
-        f"{evidence.rule} {estimate} [{evidence.lower:+.3g}, {evidence.upper:+.3g}] "
-        f"limit {evidence.limit:+.3g}: {verdict}"
-    )
-
-
-def _counts(candidate: VersionTotals, baseline: VersionTotals) -> dict[str, Any]:
-    def one(totals: VersionTotals) -> dict[str, Any]:
-        outcome = totals.outcome
-        return {
-            "ran": totals.ran,
-            "errors": totals.errors,
-            "instances": totals.instances,
-            "outcome": None if outcome is None else [outcome.count, outcome.total],
-        }
-
-    return {"candidate_totals": one(candidate), "baseline_totals": one(baseline)}

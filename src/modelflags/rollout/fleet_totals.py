@@ -30,10 +30,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modelflags.errors import MetricsUnavailableError
 from modelflags.rollout.evidence import Counts, Moments
-from modelflags.rollout.promql import SeriesSamples
+from modelflags.rollout.promql import PrometheusSource, SeriesSamples
 
-__all__ = ["FleetTotals", "VersionTotals"]
+__all__ = ["FleetReader", "FleetTotals", "VersionTotals"]
+
+FIRST_WINDOW_S = 300.0
+"""How far back the first read looks for each series' value (Prometheus' default lookback)."""
 
 _GROUPING_EXCLUDED = ("__name__", "le")
 
@@ -53,6 +57,16 @@ class VersionTotals:
     buckets: tuple[tuple[float, int], ...]
     outcome: Moments | None
     instances: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The counts, for an audit line."""
+        outcome = self.outcome
+        return {
+            "ran": self.ran,
+            "errors": self.errors,
+            "instances": self.instances,
+            "outcome": None if outcome is None else [outcome.count, outcome.total],
+        }
 
     @property
     def calls(self) -> Counts:
@@ -206,6 +220,59 @@ class FleetTotals:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not the totals of a rollout: {exc}") from exc
         return totals
+
+
+class FleetReader:
+    """Reads ``versions`` of ``model`` from ``source`` into :attr:`totals` (reset-safe).
+
+    Each read asks for the samples since the previous read plus ``lag_s`` (scrapes that reached
+    Prometheus late, and clock differences; samples already absorbed are skipped), at most
+    ``max_window_s``. Not safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        source: PrometheusSource,
+        model: str,
+        versions: tuple[str, ...],
+        outcome: str | None,
+        *,
+        lag_s: float = 30.0,
+        max_window_s: float = 3600.0,
+    ) -> None:
+        self.source, self.model, self.versions, self.outcome = source, model, versions, outcome
+        self.lag_s, self.max_window_s = lag_s, max_window_s
+        self.totals = FleetTotals(source.prefix)
+
+    def start(self) -> int:
+        """The first read: every series' value now becomes its starting point. Returns how many
+        series there were. Raises :class:`MetricsUnavailableError`."""
+        series = self._fetch(FIRST_WINDOW_S)
+        self.totals = FleetTotals(self.source.prefix)
+        self.totals.absorb(series)
+        return len(series)
+
+    def read(self, since: float | None, now: float) -> dict[str, VersionTotals]:
+        """Each version's totals after the scrapes since ``since``. Raises
+        :class:`MetricsUnavailableError`, with reason ``"no_series"`` when a version had no
+        series in this answer (no data is never read as "nothing happened")."""
+        elapsed = self.max_window_s if since is None else max(0.0, now - since)
+        series = self._fetch(min(self.max_window_s, elapsed + self.lag_s))
+        self.totals.absorb(series)
+        answered = {item.label("version") for item in series}
+        found = {version: self.totals.version(version, self.outcome) for version in self.versions}
+        missing = [v for v, got in found.items() if got.instances == 0 or v not in answered]
+        if missing:
+            raise MetricsUnavailableError(
+                f"no series for {' and '.join(missing)} of model {self.model!r} in "
+                f"{self.source.url} yet",
+                url=self.source.url,
+                reason="no_series",
+            )
+        return found
+
+    def _fetch(self, window_s: float) -> list[SeriesSamples]:
+        return self.source.read(self.model, self.versions, outcome=self.outcome, window_s=window_s)
 
 
 def _label(labels: tuple[tuple[str, str], ...], key: str) -> str:

@@ -40,6 +40,7 @@ __all__ = [
     "RolloutState",
     "decision_path",
     "evidence_json",
+    "evidence_line",
     "read_decision",
     "request_decision",
     "write_json_atomically",
@@ -137,6 +138,16 @@ def evidence_json(evidence: Evidence) -> dict[str, Any]:
             data[key] = None
     data["summary"] = evidence.summary()
     return data
+
+
+def evidence_line(evidence: Evidence) -> str:
+    """``rule estimate [lower, upper] limit L: verdict``, short enough for a progress line."""
+    estimate = "n/a" if evidence.estimate is None else f"{evidence.estimate:+.3g}"
+    verdict = "BREACH" if evidence.breached else ("holds" if evidence.decided else "no verdict")
+    return (
+        f"{evidence.rule} {estimate} [{evidence.lower:+.3g}, {evidence.upper:+.3g}] "
+        f"limit {evidence.limit:+.3g}: {verdict}"
+    )
 
 
 class AuditLog:
