@@ -611,3 +611,15 @@ def test_unleash_missing_flag_is_an_actuator_error_404(actuator: UnleashActuator
     with pytest.raises(ActuatorError, match=missing) as caught:
         actuator.rollback(missing, to_version="v1", from_version="v2")
     assert caught.value.status == 404
+
+
+@pytest.mark.unleash
+def test_unleash_reads_back_the_split_it_wrote(
+    actuator: UnleashActuator, unleash_flag: str
+) -> None:
+    """current_split gives the variants' shares; a new flag with no strategy has none."""
+    assert actuator.current_split(unleash_flag) is None
+    actuator.set_split(unleash_flag, {"v1": 90, "v2": 10})
+    assert actuator.current_split(unleash_flag) == {"v1": 90, "v2": 10}
+    actuator.rollback(unleash_flag, to_version="v1", from_version="v2")
+    assert actuator.current_split(unleash_flag) == {"v1": 100}

@@ -9,6 +9,7 @@ Every error the package raises derives from :class:`ModelFlagsError`::
      ├── InvalidActionError         an operator action does not apply now (also a ValueError)
      ├── InputContractError         a call's input does not fit the model's declared input
      │                              (also a ValueError; never falls back)
+     ├── MetricsUnavailableError    fleet metrics could not be read from Prometheus (url, reason)
      └── VersionLoadError           one version could not be made ready (model, version)
           ├── ArtifactError         its bytes could not be had or trusted (uri)
           │    ├── ArtifactNotFoundError   the file or object does not exist (404, missing path)
@@ -38,6 +39,7 @@ __all__ = [
     "FetchError",
     "InputContractError",
     "InvalidActionError",
+    "MetricsUnavailableError",
     "ModelFlagsError",
     "ModelUnavailableError",
     "RegistryError",
@@ -97,6 +99,21 @@ class ModelUnavailableError(ModelFlagsError):
         super().__init__(message)
         self.model = model
         self.version = version
+
+
+class MetricsUnavailableError(ModelFlagsError):
+    """Fleet metrics could not be read: nothing to decide on.
+
+    ``reason`` is ``"unreachable"`` (no answer, a timeout, an HTTP error status),
+    ``"query"`` (Prometheus refused the PromQL: ``errorType`` and ``error`` are in the message)
+    or ``"no_series"`` (the query answered, without the series a decision needs); ``url`` is the
+    server asked.
+    """
+
+    def __init__(self, message: str, *, url: str, reason: str) -> None:
+        super().__init__(message)
+        self.url = url
+        self.reason = reason
 
 
 class VersionLoadError(ModelFlagsError):

@@ -12,6 +12,8 @@
     modelflags prefetch REGISTRY                     download remote artifacts into the cache
     modelflags cache ls | prune                      the artifact cache, and its retention
     modelflags status --url URL                      a running application's status page
+    modelflags rollout REGISTRY --model M --candidate V --actuator flagd:PATH|unleash:URL
+               --prometheus URL                      roll a candidate out on fleet metrics
 
 Every command takes ``--help`` and ``--json``. Exit status: 0 when everything is fine, 1 when the
 command found problems (each is listed), 2 for invalid arguments, an unreadable or invalid
@@ -24,7 +26,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from modelflags.cli import cache, check, hashing, prefetch, show, status, validate, versions
+from modelflags.cli import (
+    cache,
+    check,
+    hashing,
+    prefetch,
+    rollout,
+    show,
+    status,
+    validate,
+    versions,
+)
 from modelflags.cli.output import USAGE, Output, common_options
 from modelflags.errors import ModelFlagsError
 
@@ -59,6 +71,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"modelflags {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = common_options()
-    for module in (hashing, versions, show, validate, check, prefetch, cache, status):
+    for module in (hashing, versions, show, validate, check, prefetch, cache, status, rollout):
         module.add_commands(commands, common)
     return parser

@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
@@ -140,6 +140,10 @@ class ModelSpec(BaseModel):
     ``production`` need an approver other than the person who registered the version.
     ``input`` declares the input the application sends (:mod:`modelflags.registry.contracts`);
     ``drift`` the drift the serving process watches for (:mod:`modelflags.registry.reference`).
+    ``decisions``: ``"process"`` (each process acts on its guardrails' comparative rules) or
+    ``"fleet"`` (one controller, ``modelflags rollout``, judges the fleet's pooled metrics and
+    acts at the flag source; each process keeps its local safety: load and inference fallback,
+    quarantine, absolute limits).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -155,6 +159,7 @@ class ModelSpec(BaseModel):
     require_approval: bool = False
     input: InputContract | None = None
     drift: DriftRules | None = None
+    decisions: Literal["process", "fleet"] = "process"
 
     @field_validator("flag", "shadow_flag")
     @classmethod

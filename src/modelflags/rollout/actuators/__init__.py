@@ -4,6 +4,7 @@ A guardrail that fires inside one process only protects that process. An actuato
 decision where the flag lives, so every instance reading the flag serves the same versions::
 
     Actuator                the protocol: set_split() and rollback()
+    SplitReader             and current_split(), which both actuators below also have
      ├── FlagdFileActuator  a flagd flag file (FILE mode), rewritten atomically under a file lock
      └── UnleashActuator    the Unleash 8 admin API: variants of a flexibleRollout strategy
 
@@ -15,13 +16,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from modelflags.rollout.actuators.base import Actuator, ActuatorError
+from modelflags.rollout.actuators.base import Actuator, ActuatorError, SplitReader
 
 if TYPE_CHECKING:
     from modelflags.rollout.actuators.flagd import FlagdFileActuator
     from modelflags.rollout.actuators.unleash import UnleashActuator
 
-__all__ = ["Actuator", "ActuatorError", "FlagdFileActuator", "UnleashActuator"]
+__all__ = ["Actuator", "ActuatorError", "FlagdFileActuator", "SplitReader", "UnleashActuator"]
 
 _LAZY = {
     "FlagdFileActuator": "modelflags.rollout.actuators.flagd",

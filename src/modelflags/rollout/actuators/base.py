@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 from modelflags.errors import ActuatorError
 
-__all__ = ["Actuator", "ActuatorError", "checked_shares"]
+__all__ = ["Actuator", "ActuatorError", "SplitReader", "checked_shares", "percents"]
 
 
 @runtime_checkable
@@ -37,6 +37,34 @@ class Actuator(Protocol):
     def rollback(self, flag_key: str, *, to_version: str, from_version: str) -> None:
         """Serve ``to_version`` to everyone; ``from_version`` is the version being abandoned."""
         ...
+
+
+@runtime_checkable
+class SplitReader(Protocol):
+    """An actuator that can also say which split a flag serves now (both built-in ones can)."""
+
+    def current_split(self, flag_key: str) -> dict[str, int] | None:
+        """Version id -> percent (summing to 100) the flag serves to everyone, or ``None`` when
+        its rules are not a plain split this actuator writes (targeting rules, a disabled flag).
+        Raises :class:`ActuatorError` when the source cannot be read."""
+        ...
+
+
+def percents(weights: Mapping[str, float]) -> dict[str, int] | None:
+    """Non-negative ``weights`` as whole percents summing to 100 (largest remainders), or
+    ``None`` when they are not all finite and non-negative or sum to zero."""
+    values = dict(weights)
+    if not values or any(not (0.0 <= w < float("inf")) for w in values.values()):
+        return None
+    total = sum(values.values())
+    if total <= 0:
+        return None
+    exact = {key: 100.0 * w / total for key, w in values.items()}
+    result = {key: int(share) for key, share in exact.items()}
+    spare = 100 - sum(result.values())
+    for key in sorted(exact, key=lambda k: exact[k] - result[k], reverse=True)[:spare]:
+        result[key] += 1
+    return result
 
 
 def checked_shares(weights: Mapping[str, int]) -> list[tuple[str, int]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import filelock
 
-from modelflags.rollout.actuators.base import ActuatorError, checked_shares
+from modelflags.rollout.actuators.base import ActuatorError, checked_shares, percents
 
 __all__ = ["FlagdFileActuator"]
 
@@ -59,6 +59,40 @@ class FlagdFileActuator:
 
     def __repr__(self) -> str:
         return f"FlagdFileActuator({str(self.path)!r})"
+
+    def current_split(self, flag_key: str) -> dict[str, int] | None:
+        """The split the flag serves now, as :meth:`set_split` and :meth:`rollback` write it: a
+        ``fractional`` targeting, or an empty one (the ``defaultVariant`` for everyone). ``None``
+        for anything else (other targeting rules, a disabled flag)."""
+        try:
+            document = self._read(flag_key, Path(os.path.realpath(self.path)))
+        except OSError as exc:
+            raise self._error(flag_key, f"cannot read the flag file: {exc}") from exc
+        flags = document.get("flags")
+        flag = flags.get(flag_key) if isinstance(flags, dict) else None
+        if not isinstance(flag, dict):
+            raise self._error(flag_key, f"no flag {flag_key!r} in this flag file")
+        variants = flag.get("variants")
+        if flag.get("state", "ENABLED") != "ENABLED" or not isinstance(variants, dict):
+            return None
+        targeting = flag.get("targeting") or {}
+        if not targeting:
+            version = variants.get(flag.get("defaultVariant"))
+            return {version: 100} if isinstance(version, str) else None
+        pairs = targeting.get("fractional") if len(targeting) == 1 else None
+        if not isinstance(pairs, list):
+            return None
+        weights: dict[str, float] = {}
+        for pair in pairs:
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+                return None
+            if pair[0] not in variants:
+                return None
+            version, weight = variants[pair[0]], pair[1]
+            if not isinstance(version, str) or not isinstance(weight, int | float):
+                return None
+            weights[version] = weights.get(version, 0.0) + float(weight)
+        return percents(weights)
 
     def set_split(self, flag_key: str, weights: Mapping[str, int]) -> None:
         shares = checked_shares(weights)

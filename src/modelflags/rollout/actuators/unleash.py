@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
-from modelflags.rollout.actuators.base import ActuatorError, checked_shares
+from modelflags.rollout.actuators.base import ActuatorError, checked_shares, percents
 
 __all__ = ["UnleashActuator"]
 
@@ -124,6 +124,26 @@ class UnleashActuator:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def current_split(self, flag_key: str) -> dict[str, int] | None:
+        """The split of the environment's rollout strategy, from its variants' payloads and
+        weights; ``None`` when that strategy is missing, does not reach every user
+        (``rollout`` below 100) or has no variants."""
+        with self._lock:
+            main = _rollout_strategy(self._strategies(flag_key))
+        if main is None or main.get("disabled"):
+            return None
+        if str((main.get("parameters") or {}).get("rollout", "100")) != "100":
+            return None
+        weights: dict[str, float] = {}
+        for variant in main.get("variants") or []:
+            payload = variant.get("payload") or {}
+            version = str(payload.get("value", variant.get("name")))
+            weight = variant.get("weight")
+            if not isinstance(weight, int | float):
+                return None
+            weights[version] = weights.get(version, 0.0) + float(weight)
+        return percents(weights)
 
     def set_split(self, flag_key: str, weights: Mapping[str, int]) -> None:
         shares = checked_shares(weights)
