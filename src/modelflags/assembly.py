@@ -18,10 +18,11 @@ from openfeature import api
 from openfeature.client import OpenFeatureClient
 
 from modelflags.artifacts import ArtifactStore, Loader, LoaderRegistry
-from modelflags.options import AuditOptions, Options
+from modelflags.options import AuditOptions, Options, ResolutionCacheOptions
 from modelflags.overrides import OVERRIDES_ENV, overrides_layer
-from modelflags.registry import Registry
+from modelflags.registry import ModelSpec, Registry
 from modelflags.rollout.supervision import Supervisor
+from modelflags.serving.answers import AnswerCache
 from modelflags.serving.cache import ModelCache
 from modelflags.serving.changes import ChangeFeed
 from modelflags.serving.health import Backoff, Health
@@ -58,6 +59,7 @@ class Parts:
         cached = keeper.cache.snapshot()
         now = keeper.health.now()
         source = self.feed.source_status()
+        answers = self.resolver.answers
         extension_errors = {
             "listeners": self.events.listener_errors,
             "decision_log": 0 if self.audit is None else self.audit.dropped,
@@ -78,6 +80,7 @@ class Parts:
                 rolled_back=() if supervisor is None else supervisor.rolled_back(name),
                 flag_source=source,
                 extension_errors=extension_errors,
+                resolution_cache=None if answers is None else answers.report(name),
             )
             for name, model in self.policy.models.items()
         }
@@ -125,7 +128,8 @@ def assemble(
         feed.on_override_event,
         from_env=overrides is None and env_path is not None,
     )
-    resolver = Resolver(feed.client, overrides=layer, timeout=evaluation_timeout)
+    answers = _answer_cache(options.resolution, specs, feed, overrides=layer is not None)
+    resolver = Resolver(feed.client, overrides=layer, timeout=evaluation_timeout, answers=answers)
     health = Health(
         {name: spec.default_version for name, spec in specs.items()},
         backoff=backoff,
@@ -180,6 +184,33 @@ def assemble(
     )
     keeper.oversight = supervisor
     return Parts(registry, events, feed, resolver, layer, keeper, shadow, policy, supervisor, audit)
+
+
+def _answer_cache(
+    options: ResolutionCacheOptions,
+    specs: Mapping[str, ModelSpec],
+    feed: ChangeFeed,
+    *,
+    overrides: bool,
+) -> AnswerCache | None:
+    """The resolution cache, following the change feed (``None`` when it is turned off)."""
+    if not options.enabled:
+        return None
+    answers = AnswerCache(
+        {
+            name: [spec.flag_key] + ([spec.shadow_flag] if spec.shadow_flag else [])
+            for name, spec in specs.items()
+        },
+        feed.client,
+        max_entries=options.max_entries,
+        ttl=options.ttl,
+        trusted=options.trusted,
+        with_hooks=options.with_hooks,
+        overrides=overrides,
+        probe=feed.recover_if_quiet,
+    )
+    feed.watch(answers.source_changed)
+    return answers
 
 
 def _decision_log(options: AuditOptions) -> DecisionLog | None:

@@ -4,7 +4,9 @@ Each model keeps a small ring of the evaluation contexts it saw most recently (b
 write is one list store, so the request thread pays almost nothing). When a provider reports that
 flags changed, a background thread re-evaluates the model's flag for that sample and loads every
 version it now selects that is not cached yet. Versions being prewarmed are known, so a request
-meeting one can be served by the last known good version instead of waiting for the load.
+meeting one can be served by the last known good version instead of waiting for the load. A
+request that meets a version nobody loads yet (no change event came, or not yet) starts its load
+here too (:meth:`Prewarmer.load_soon`), on the same small pool of background threads.
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ Needs = Callable[[str, str], bool]
 """(model, version) -> True when the version is neither cached nor quarantined."""
 Load = Callable[[str, str], None]
 """(model, version) -> load it into the cache (raises on failure)."""
+_THREADS = 2  # a prewarm pass and a load a request started can run side by side
 
 
 class Prewarmer:
-    """Runs prewarm passes on one background thread.
+    """Runs prewarm passes and background loads on a small pool of background threads.
 
     Safe to share between threads. :meth:`warming` is a lock-free read for the request path.
     """
@@ -105,17 +108,63 @@ class Prewarmer:
         with self._lock:
             if self._closed:
                 return
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="modelflags-prewarm")
-            executor = self._executor
+            executor = self._pool()
         for model in models:
             try:
                 executor.submit(self._pass, model)
             except RuntimeError:  # closed meanwhile
                 return
 
+    def load_soon(self, model: str, version: str) -> bool:
+        """Load ``version`` of ``model`` in the background unless it is loading already.
+
+        True when it is (or now will be) loading; False once closed. A failure quarantines the
+        version (through ``load``) and is logged.
+        """
+        key = (model, version)
+        with self._lock:
+            if key in self._warming:
+                return True
+            if self._closed:
+                return False
+            self._warming = self._warming | {key}
+            executor = self._pool()
+        try:
+            executor.submit(self._load_one, model, version)
+        except RuntimeError:  # closed meanwhile
+            self._done({key})
+            return False
+        return True
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """The background threads (made on first use; called under the lock)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(_THREADS, thread_name_prefix="modelflags-prewarm")
+        return self._executor
+
+    def _done(self, keys: set[tuple[str, str]]) -> None:
+        with self._lock:
+            self._warming = self._warming - keys
+
+    def _load_one(self, model: str, version: str) -> None:
+        started = time.perf_counter()
+        try:
+            self._load(model, version)
+        except Exception as exc:
+            logger.warning("background load of model %r version %r failed: %s", model, version, exc)
+        else:
+            logger.info(
+                "model %r: version %r loaded in the background in %.3f s (the last known good "
+                "version answered meanwhile)",
+                model,
+                version,
+                time.perf_counter() - started,
+            )
+        finally:
+            self._done({(model, version)})
+
     def close(self) -> None:
-        """Cancel pending passes and join the thread."""
+        """Cancel pending passes and loads, and join the threads."""
         with self._lock:
             self._closed = True
             executor, self._executor = self._executor, None
@@ -150,8 +199,7 @@ class Prewarmer:
                     failed.append(version)
                     logger.warning("prewarm of model %r version %r failed: %s", model, version, exc)
         finally:
-            with self._lock:
-                self._warming = self._warming - keys
+            self._done(keys)
         seconds = time.perf_counter() - started
         logger.info(
             "model %r: prewarmed %s from %d recent contexts in %.3f s",

@@ -32,6 +32,7 @@ from openfeature.track import TrackingEventDetails
 
 from modelflags.errors import ModelUnavailableError, shown
 from modelflags.serving import pins
+from modelflags.serving.answers import AnswerCache
 from modelflags.serving.handle import ServingReason
 
 __all__ = ["OVERRIDE", "OverrideSource", "Resolution", "Resolver"]
@@ -101,10 +102,13 @@ class Resolver:
         *,
         overrides: OverrideSource | None = None,
         timeout: float | None = None,
+        answers: AnswerCache | None = None,
     ) -> None:
         self.client = client
         self.overrides = overrides
         self.timeout = timeout
+        self.answers = answers
+        self._tables = None if answers is None else answers.tables
         self._pins: Mapping[str, str] = {}
         self._pins_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -121,11 +125,15 @@ class Resolver:
         with self._pins_lock:
             previous = self._pins
             self._pins = {**previous, **versions}
+        if self.answers is not None:
+            self.answers.forget(versions)
         try:
             yield
         finally:
             with self._pins_lock:
                 self._pins = previous
+            if self.answers is not None:
+                self.answers.forget(versions)
 
     def _pin(self, model: str, flag_key: str, versions: Collection[str]) -> str | None:
         pinned = self._pins.get(model) or pins.ACTIVE.get(model)
@@ -150,11 +158,29 @@ class Resolver:
         *,
         timeout: float | None = None,
     ) -> FlagEvaluationDetails[str]:
-        """The flag's details for ``context``: from a pin, the override layer, or the client."""
+        """The flag's details for ``context``: from a pin, the resolution cache, the override
+        layer, or the client."""
         if self._pins or pins.ACTIVE:
             pinned = self._pin(model, flag_key, versions)
             if pinned is not None:
                 return FlagEvaluationDetails(flag_key, pinned, variant=pinned, reason=OVERRIDE)
+        tables = self._tables
+        table = None if tables is None else tables.get(model)
+        if table is None:
+            return self._ask(flag_key, default, context, timeout)
+        answer: FlagEvaluationDetails[str] | None = table.lookup(flag_key, default, context)
+        if answer is not None:
+            return answer
+        generation = table.generation  # read before the provider is asked
+        details = self._ask(flag_key, default, context, timeout)
+        if details.value in versions:
+            table.store(generation, flag_key, default, context, details)
+        return details
+
+    def _ask(
+        self, flag_key: str, default: str, context: EvaluationContext, timeout: float | None
+    ) -> FlagEvaluationDetails[str]:
+        """The override layer's answer if it has one, else the client's."""
         overrides = self.overrides
         if overrides is not None:
             answer = overrides.resolve_string_details(flag_key, default, context)
@@ -180,6 +206,21 @@ class Resolver:
             pinned = self._pin(model, flag_key, versions)
             if pinned is not None:
                 return FlagEvaluationDetails(flag_key, pinned, variant=pinned, reason=OVERRIDE)
+        tables = self._tables
+        table = None if tables is None else tables.get(model)
+        if table is not None:
+            answer: FlagEvaluationDetails[str] | None = table.lookup(flag_key, default, context)
+            if answer is not None:
+                return answer
+        generation = 0 if table is None else table.generation  # read before the provider is asked
+        details = await self._ask_async(flag_key, default, context, timeout)
+        if table is not None and details.value in versions:
+            table.store(generation, flag_key, default, context, details)
+        return details
+
+    async def _ask_async(
+        self, flag_key: str, default: str, context: EvaluationContext, timeout: float | None
+    ) -> FlagEvaluationDetails[str]:
         overrides = self.overrides
         if overrides is not None:
             answer = await overrides.resolve_string_details_async(flag_key, default, context)
@@ -265,14 +306,14 @@ class Resolver:
         Empty, equal to the serving version, unknown to the registry or not evaluable: ``None``
         (unknown ids and errors are logged once per cause). Pins do not apply to shadow flags.
         """
-        overrides = self.overrides
-        details: FlagEvaluationDetails[str] | None = None
-        if overrides is not None:
-            answer = overrides.resolve_string_details(flag_key, "", context)
-            if answer.reason == OVERRIDE:
-                details = _details(flag_key, answer)
+        tables = self._tables
+        table = None if tables is None else tables.get(model)
+        details = None if table is None else table.lookup(flag_key, "", context)
         if details is None:
-            details = self.client.get_string_details(flag_key, "", context)
+            generation = 0 if table is None else table.generation
+            details = self._ask_shadow(flag_key, context)
+            if table is not None and (details.value == "" or details.value in versions):
+                table.store(generation, flag_key, "", context, details)
         value = details.value
         if details.error_code is None and (not value or value == serving):
             return None
@@ -289,6 +330,14 @@ class Resolver:
             cause = f"shadow flag {flag_key!r} could not be evaluated ({code}: {message})"
         self._note(model, cause, "no shadow")
         return None
+
+    def _ask_shadow(self, flag_key: str, context: EvaluationContext) -> FlagEvaluationDetails[str]:
+        overrides = self.overrides
+        if overrides is not None:
+            answer = overrides.resolve_string_details(flag_key, "", context)
+            if answer.reason == OVERRIDE:
+                return _details(flag_key, answer)
+        return self.client.get_string_details(flag_key, "", context)
 
     def track(
         self,

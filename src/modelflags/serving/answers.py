@@ -1,0 +1,374 @@
+"""The resolution cache: a flag's recent answers, per model, reused until the flags change.
+
+For a given flag configuration a provider's answer for (flag, default value, context) cannot change
+until the configuration does, and the providers :mod:`~modelflags.serving.cacheable` knows announce
+every change. So most requests (from users seen moments ago) can be answered without asking the
+provider. Correctness rests on four rules:
+
+1. Only answers that are provably reusable are kept: the provider announces changes (or the user
+   set a TTL, a staleness bound), the flag's rules read nothing but the context, the answer is no
+   error, no user hook could see or change the evaluation, and no transaction context could add
+   to it. Error answers are never kept.
+2. A change event (for the flags it names), a provider error or stale state, a ready event (a new
+   provider, or one that recovered), a new global or client evaluation context, a new hook or
+   provider, a pin and an override change start a new *generation* of the affected tables: their
+   entries are gone before any later request reads them.
+3. An evaluation that started before a generation began never stores its answer: the generation is
+   read before the provider is asked and checked again, under the table's lock, at store time.
+4. The key is the flag key, the default value (the last known good version), the targeting key and
+   the attributes with their types (``1``, ``1.0`` and ``True`` are equal in Python, not to a
+   rule); contexts with unhashable attribute values (lists, mappings) are not cached.
+
+Each table holds at most ``max_entries`` answers, evicted by second chance (the CLOCK algorithm,
+Corbato 1968: a hit marks its entry without taking a lock; on insert, the oldest entries that were
+hit since they were last passed over are moved to the back once instead of being evicted). Hits and
+entries are read without a lock; inserts and clears take the table's lock, never around a provider.
+Hit counts are incremented without a lock, so they are approximate under concurrency.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Hashable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import openfeature.evaluation_context as _global_context
+import openfeature.hook as _api_hooks
+import openfeature.transaction_context as _transaction
+from openfeature.client import OpenFeatureClient
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.flag_evaluation import FlagEvaluationDetails
+
+from modelflags.serving.cacheable import Mode, Verdict, classify
+from modelflags.telemetry.status import ResolutionCacheStatus
+
+__all__ = ["AnswerCache", "AnswerTable"]
+
+logger = logging.getLogger(__name__)
+
+_UNCACHEABLE_REASONS = frozenset({"ERROR", "STALE"})
+_SECOND_CHANCES = 32  # at most this many entries are passed over per insert (bounded work)
+_NO_OP_PROPAGATOR = "NoOpTransactionContextPropagator"
+
+
+class _Entry:
+    __slots__ = ("details", "used")
+
+    def __init__(self, details: FlagEvaluationDetails[Any]) -> None:
+        self.details = details
+        self.used = False
+
+
+class AnswerTable:
+    """The answers of one model's flags (its flag and shadow flag).
+
+    Safe to share between threads: :meth:`lookup` takes no lock; :meth:`store` and :meth:`clear`
+    take the table's lock and never call out while holding it.
+    """
+
+    __slots__ = (
+        "_lock",
+        "_owner",
+        "deadline",
+        "entries",
+        "generation",
+        "hits",
+        "invalidations",
+        "misses",
+        "model",
+        "modes",
+        "uncached",
+    )
+
+    def __init__(self, owner: AnswerCache, model: str) -> None:
+        self._owner = owner
+        self._lock = threading.Lock()
+        self.model = model
+        self.entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self.modes: dict[str, Mode] = {}
+        self.generation = 0
+        self.deadline: float | None = None
+        self.hits = self.misses = self.uncached = self.invalidations = 0
+
+    def lookup(
+        self, flag_key: str, default: str, context: EvaluationContext
+    ) -> FlagEvaluationDetails[Any] | None:
+        """The kept answer for this question, or ``None`` (then ask, and :meth:`store`)."""
+        mode = self.modes.get(flag_key)
+        if mode is None or mode is Mode.NEVER or not self._owner.fresh(self):
+            return None
+        key = _key(mode, flag_key, default, context)
+        if key is None:
+            return None
+        try:
+            entry = self.entries.get(key)
+        except TypeError:  # an attribute value that cannot be hashed
+            return None
+        if entry is None:
+            return None
+        entry.used = True
+        self.hits += 1
+        return entry.details
+
+    def store(
+        self,
+        generation: int,
+        flag_key: str,
+        default: str,
+        context: EvaluationContext,
+        details: FlagEvaluationDetails[Any],
+    ) -> None:
+        """Keep ``details`` if it may be reused and no generation began since ``generation``."""
+        owner = self._owner
+        if (
+            details.error_code is not None
+            or details.reason in _UNCACHEABLE_REASONS
+            or not owner.allowed()
+        ):
+            self.uncached += 1
+            return
+        mode = self.modes.get(flag_key)
+        if mode is None:
+            verdict = owner.verdict(flag_key)  # reads the provider: outside the lock
+            with self._lock:
+                if generation != self.generation:
+                    return
+                mode = self.modes.setdefault(flag_key, verdict.mode)
+                if verdict.bounded and self.deadline is None and owner.ttl is not None:
+                    self.deadline = owner.clock() + owner.ttl
+        key = _key(mode, flag_key, default, context) if mode is not Mode.NEVER else None
+        if key is None:
+            self.uncached += 1
+            return
+        metadata = details.flag_metadata
+        if not isinstance(metadata, MappingProxyType):  # shared from now on: read-only
+            details.flag_metadata = MappingProxyType(dict(metadata))
+        entry = _Entry(details)
+        with self._lock:
+            if generation != self.generation:
+                return
+            entries = self.entries
+            try:
+                entries[key] = entry
+            except TypeError:
+                self.uncached += 1
+                return
+            self.misses += 1
+            if len(entries) > owner.max_entries:
+                _evict(entries, owner.max_entries)
+
+    def clear(self) -> None:
+        """Start a new generation: every kept answer and classification is dropped."""
+        with self._lock:
+            self.generation += 1
+            self.entries = OrderedDict()
+            self.modes = {}
+            self.deadline = None
+            self.invalidations += 1
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _evict(entries: OrderedDict[Hashable, _Entry], bound: int) -> None:
+    """Evict down to ``bound`` by second chance (called under the table's lock)."""
+    passes = 0
+    while len(entries) > bound:
+        key, entry = entries.popitem(last=False)
+        if entry.used and passes < _SECOND_CHANCES:
+            entry.used = False
+            entries[key] = entry
+            passes += 1
+
+
+def _key(mode: Mode, flag_key: str, default: str, context: EvaluationContext) -> Hashable | None:
+    if mode is Mode.STATIC:
+        return (flag_key, default)
+    targeting_key = context.targeting_key
+    if targeting_key is None and mode is Mode.KEYED:
+        return None
+    attributes = context.attributes
+    if not attributes:
+        return (flag_key, default, targeting_key)
+    return (
+        flag_key,
+        default,
+        targeting_key,
+        tuple(attributes.items()),
+        tuple(map(type, attributes.values())),
+    )
+
+
+class AnswerCache:
+    """The resolution cache of one :class:`~modelflags.ModelFlags`: a table per model.
+
+    ``models`` maps each model to its flag keys (flag and shadow flag); ``client`` is the
+    OpenFeature client whose provider answers; ``overrides`` says an override layer answers
+    before it (its rules read the context, so no flag is static then). ``max_entries`` bounds each
+    table; ``ttl`` bounds the age of answers of providers that announce no changes (``None``:
+    those are not cached); ``trusted`` names providers the user vouches for; ``with_hooks`` keeps
+    the cache on while API or client hooks are registered (they then do not run on a hit);
+    ``probe`` is asked, while paused, whether the flag source recovered.
+
+    Safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, Collection[str]],
+        client: OpenFeatureClient,
+        *,
+        max_entries: int = 10_000,
+        ttl: float | None = None,
+        trusted: Collection[str] = (),
+        with_hooks: bool = False,
+        overrides: bool = False,
+        probe: Callable[[], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("the resolution cache needs room for at least one answer per model")
+        if ttl is not None and ttl <= 0:
+            raise ValueError("the resolution cache's ttl must be positive (or None)")
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self.clock = clock
+        self.trusted = frozenset(trusted)
+        self.with_hooks = with_hooks
+        self._client = client
+        self._overrides = overrides
+        self._probe = probe
+        self._flags = {name: frozenset(keys) for name, keys in models.items()}
+        self._lock = threading.Lock()
+        self._paused = False
+        self._world: tuple[object, ...] = (None,) * 6
+        self._world_ok = False
+        self._noted_hooks = False
+        self.tables: dict[str, AnswerTable] = {}
+        self._look_around()
+        self.tables = {name: AnswerTable(self, name) for name in models}
+
+    # -- the hot path ---------------------------------------------------------------------------
+
+    def fresh(self, table: AnswerTable) -> bool:
+        """True when ``table``'s answers may be read now (nothing around the flags changed)."""
+        if self._moved():
+            return False
+        deadline = table.deadline
+        if deadline is not None and self.clock() >= deadline:
+            table.clear()
+            return False
+        return self._world_ok
+
+    def allowed(self) -> bool:
+        """True when a fresh answer may be kept now (not paused, nothing around unsafe)."""
+        if self._paused:
+            if self._probe is not None:
+                self._probe()  # may resume
+            return False
+        return not self._moved() and self._world_ok
+
+    def _moved(self) -> bool:
+        """True (after taking a new snapshot) when anything around the flags was replaced."""
+        client = self._client
+        world = self._world
+        if (
+            _global_context._evaluation_context is not world[0]
+            or _transaction._evaluation_transaction_context_propagator is not world[1]
+            or client.context is not world[2]
+            or _api_hooks._hooks is not world[3]
+            or client.hooks is not world[4]
+            or client.provider is not world[5]
+        ):
+            self._look_around()
+            return True
+        return False
+
+    def verdict(self, flag_key: str) -> Verdict:
+        """How answers for ``flag_key`` may be reused, from the provider set now."""
+        verdict = classify(self._client.provider, flag_key, ttl=self.ttl, trusted=self.trusted)
+        if verdict.mode is Mode.STATIC and self._overrides:
+            return Verdict(Mode.CONTEXT, verdict.bounded, verdict.why)
+        return verdict
+
+    # -- generations ----------------------------------------------------------------------------
+
+    def flags_changed(self, changed: frozenset[str] | None) -> None:
+        """A change event: drop the answers of the models whose flags it names (all: ``None``)."""
+        for name, keys in self._flags.items():
+            if changed is None or not keys.isdisjoint(changed):
+                self.tables[name].clear()
+
+    def forget(self, models: Collection[str] | None = None) -> None:
+        """Drop the answers of ``models`` (all: ``None``): a pin or another local change."""
+        for name, table in self.tables.items():
+            if models is None or name in models:
+                table.clear()
+
+    def source_changed(self, state: str) -> None:
+        """The flag source is ``"error"``, ``"stale"`` or ``"ready"`` (a new or recovered provider).
+
+        Every answer is dropped; in error or stale, nothing is kept until the source is ready.
+        """
+        with self._lock:
+            was = self._paused
+            self._paused = state != "ready"
+        self.forget()
+        if was != self._paused:
+            logger.info(
+                "resolution cache %s (flag source %s)", "paused" if self._paused else "on", state
+            )
+
+    def _look_around(self) -> None:
+        """Take a new snapshot of what surrounds the flags; a change drops every answer."""
+        client = self._client
+        world = (
+            _global_context._evaluation_context,
+            _transaction._evaluation_transaction_context_propagator,
+            client.context,
+            _api_hooks._hooks,
+            client.hooks,
+            client.provider,
+        )
+        hooked = bool(world[3]) or bool(world[4])
+        ok = type(world[1]).__name__ == _NO_OP_PROPAGATOR and (not hooked or self.with_hooks)
+        with self._lock:
+            same = world == self._world  # equal contexts, the same hooks and provider
+            self._world, self._world_ok = world, ok
+            note = hooked and not self._noted_hooks
+            self._noted_hooks = self._noted_hooks or hooked
+        if not same:
+            self.forget()
+        if note:
+            logger.info(
+                "OpenFeature hooks are registered: %s",
+                "they do not run when the resolution cache answers"
+                if self.with_hooks
+                else "the resolution cache stays off while they are (with_hooks=True keeps it on)",
+            )
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def report(self, model: str) -> ResolutionCacheStatus:
+        """The state of ``model``'s table now."""
+        table = self.tables[model]
+        if self._paused:
+            state = "paused"
+        elif not self._world_ok:
+            state = "bypassed"
+        else:
+            state = "on"
+        return ResolutionCacheStatus(
+            state,
+            len(table),
+            self.max_entries,
+            table.hits,
+            table.misses,
+            table.uncached,
+            table.invalidations,
+            self.ttl,
+        )
