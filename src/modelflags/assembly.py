@@ -128,7 +128,9 @@ def assemble(
         feed.on_override_event,
         from_env=overrides is None and env_path is not None,
     )
-    answers = _answer_cache(options.resolution, specs, feed, overrides=layer is not None)
+    answers = _answer_cache(
+        options.resolution, specs, feed, overrides=layer is not None, clock=clock
+    )
     resolver = Resolver(feed.client, overrides=layer, timeout=evaluation_timeout, answers=answers)
     health = Health(
         {name: spec.default_version for name, spec in specs.items()},
@@ -192,6 +194,7 @@ def _answer_cache(
     feed: ChangeFeed,
     *,
     overrides: bool,
+    clock: Callable[[], float],
 ) -> AnswerCache | None:
     """The resolution cache, following the change feed (``None`` when it is turned off)."""
     if not options.enabled:
@@ -208,6 +211,7 @@ def _answer_cache(
         with_hooks=options.with_hooks,
         overrides=overrides,
         probe=feed.recover_if_quiet,
+        clock=clock,
     )
     feed.watch(answers.source_changed)
     return answers

@@ -42,6 +42,7 @@ import openfeature.transaction_context as _transaction
 from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import FlagEvaluationDetails
+from openfeature.provider._registry import provider_registry as _provider_registry
 
 from modelflags.serving.cacheable import Mode, Verdict, classify
 from modelflags.telemetry.status import ResolutionCacheStatus
@@ -51,6 +52,7 @@ __all__ = ["AnswerCache", "AnswerTable"]
 logger = logging.getLogger(__name__)
 
 _UNCACHEABLE_REASONS = frozenset({"ERROR", "STALE"})
+_NEVER, _STATIC, _KEYED = Mode.NEVER, Mode.STATIC, Mode.KEYED
 _SECOND_CHANCES = 32  # at most this many entries are passed over per insert (bounded work)
 _NO_OP_PROPAGATOR = "NoOpTransactionContextPropagator"
 
@@ -97,13 +99,50 @@ class AnswerTable:
     def lookup(
         self, flag_key: str, default: str, context: EvaluationContext
     ) -> FlagEvaluationDetails[Any] | None:
-        """The kept answer for this question, or ``None`` (then ask, and :meth:`store`)."""
+        """The kept answer for this question, or ``None`` (then ask, and :meth:`store`).
+
+        The hot path: what surrounds the flags is checked and the key built inline.
+        """
         mode = self.modes.get(flag_key)
-        if mode is None or mode is Mode.NEVER or not self._owner.fresh(self):
+        if mode is None or mode is _NEVER:
             return None
-        key = _key(mode, flag_key, default, context)
-        if key is None:
+        owner = self._owner
+        world = owner._world
+        registry = owner._registry
+        client = owner._client
+        if (
+            _global_context._evaluation_context is not world[0]
+            or _transaction._evaluation_transaction_context_propagator is not world[1]
+            or client.context is not world[2]
+            or _api_hooks._hooks is not world[3]
+            or client.hooks is not world[4]
+            or (client.provider if registry is None else registry._default_provider) is not world[5]
+        ):
+            owner._look_around()
             return None
+        if not owner._world_ok:
+            return None
+        deadline = self.deadline
+        if deadline is not None and owner.clock() >= deadline:
+            self.clear()
+            return None
+        if mode is _STATIC:
+            key: Hashable = (flag_key, default)
+        else:
+            targeting_key = context.targeting_key
+            if targeting_key is None and mode is _KEYED:
+                return None
+            attributes = context.attributes
+            if attributes:
+                key = (
+                    flag_key,
+                    default,
+                    targeting_key,
+                    tuple(attributes.items()),
+                    tuple(map(type, attributes.values())),
+                )
+            else:
+                key = (flag_key, default, targeting_key)
         try:
             entry = self.entries.get(key)
         except TypeError:  # an attribute value that cannot be hashed
@@ -186,6 +225,7 @@ def _evict(entries: OrderedDict[Hashable, _Entry], bound: int) -> None:
 
 
 def _key(mode: Mode, flag_key: str, default: str, context: EvaluationContext) -> Hashable | None:
+    """The key of a question (as :meth:`AnswerTable.lookup` builds it inline)."""
     if mode is Mode.STATIC:
         return (flag_key, default)
     targeting_key = context.targeting_key
@@ -240,6 +280,12 @@ class AnswerCache:
         self.trusted = frozenset(trusted)
         self.with_hooks = with_hooks
         self._client = client
+        # The default provider read directly (the client's property costs two calls a lookup).
+        self._registry: Any = (
+            _provider_registry
+            if client.domain is None and hasattr(_provider_registry, "_default_provider")
+            else None
+        )
         self._overrides = overrides
         self._probe = probe
         self._flags = {name: frozenset(keys) for name, keys in models.items()}
@@ -253,16 +299,6 @@ class AnswerCache:
         self.tables = {name: AnswerTable(self, name) for name in models}
 
     # -- the hot path ---------------------------------------------------------------------------
-
-    def fresh(self, table: AnswerTable) -> bool:
-        """True when ``table``'s answers may be read now (nothing around the flags changed)."""
-        if self._moved():
-            return False
-        deadline = table.deadline
-        if deadline is not None and self.clock() >= deadline:
-            table.clear()
-            return False
-        return self._world_ok
 
     def allowed(self) -> bool:
         """True when a fresh answer may be kept now (not paused, nothing around unsafe)."""
@@ -282,11 +318,15 @@ class AnswerCache:
             or client.context is not world[2]
             or _api_hooks._hooks is not world[3]
             or client.hooks is not world[4]
-            or client.provider is not world[5]
+            or self._provider() is not world[5]
         ):
             self._look_around()
             return True
         return False
+
+    def _provider(self) -> object:
+        registry = self._registry
+        return self._client.provider if registry is None else registry._default_provider
 
     def verdict(self, flag_key: str) -> Verdict:
         """How answers for ``flag_key`` may be reused, from the provider set now."""
@@ -332,7 +372,7 @@ class AnswerCache:
             client.context,
             _api_hooks._hooks,
             client.hooks,
-            client.provider,
+            self._provider(),
         )
         hooked = bool(world[3]) or bool(world[4])
         ok = type(world[1]).__name__ == _NO_OP_PROPAGATOR and (not hooked or self.with_hooks)
