@@ -179,7 +179,9 @@ def follow(
         for change in changes:
             before = invalidations(cached)
             change()
-            wait_until(lambda: invalidations(cached) > before, 5.0, "the change reached the cache")
+            wait_until(
+                lambda seen=before: invalidations(cached) > seen, 5.0, "the change reached it"
+            )
             dropped = time.monotonic()
             traffic.wait_rounds(2)
             until = time.monotonic()
