@@ -18,6 +18,7 @@ from openfeature import api
 from openfeature.client import OpenFeatureClient
 
 from modelflags.artifacts import ArtifactStore, Loader, LoaderRegistry
+from modelflags.errors import VersionLoadError
 from modelflags.options import AuditOptions, Options, ResolutionCacheOptions
 from modelflags.overrides import OVERRIDES_ENV, overrides_layer
 from modelflags.registry import ModelSpec, Registry
@@ -29,7 +30,7 @@ from modelflags.serving.health import Backoff, Health
 from modelflags.serving.policy import ModelEntry, ServingPolicy
 from modelflags.serving.prewarm import ContextRing, Prewarmer
 from modelflags.serving.resolution import OverrideSource, Resolver
-from modelflags.serving.shadow import ShadowRunner
+from modelflags.serving.shadow import ShadowExecutor, ShadowRunner
 from modelflags.serving.versions import VersionKeeper
 from modelflags.telemetry.decision_log import DecisionLog
 from modelflags.telemetry.events import EventDispatcher, Listener
@@ -159,6 +160,7 @@ def assemble(
         events.emit,
         workers=options.shadow.workers,
         max_pending=options.shadow.queue,
+        executor=_shadow_executor(options, registry, keeper, loaders),
     )
     audit = _decision_log(options.audit)
     policy = ServingPolicy(
@@ -215,6 +217,39 @@ def _answer_cache(
     )
     feed.watch(answers.source_changed)
     return answers
+
+
+def _shadow_executor(
+    options: Options,
+    registry: Registry,
+    keeper: VersionKeeper,
+    loaders: Mapping[str, Loader] | None,
+) -> ShadowExecutor | None:
+    """Worker processes for ``executor="process"``; ``None`` runs shadows on their threads."""
+    chosen = options.shadow.executor
+    if chosen == "thread":
+        return None
+    if chosen != "process":
+        raise ValueError(f"shadow executor must be 'thread' or 'process', not {chosen!r}")
+    cached = options.cache
+    if cached.artifacts is not None:
+        raise ValueError(
+            "the shadow executor 'process' builds its own artifact store in the worker from "
+            "cache_dir and max_artifact_bytes; a configured artifacts= store cannot be sent there"
+        )
+    from modelflags.serving.shadow_process import ProcessShadow, WorkerSetup
+
+    def load_failed(model: str, version: str, cause: str) -> None:
+        error = VersionLoadError(cause, model=model, version=version)
+        keeper.failed(model, version, error, stage="shadow load", served=None)
+
+    setup = WorkerSetup(
+        registry.models,
+        cache_dir=None if cached.cache_dir is None else os.fspath(cached.cache_dir),
+        max_artifact_bytes=cached.max_artifact_bytes,
+        loaders=loaders,
+    )
+    return ProcessShadow(setup, load_failed=load_failed, timeout=options.shadow.timeout)
 
 
 def _decision_log(options: AuditOptions) -> DecisionLog | None:
