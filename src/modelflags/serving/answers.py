@@ -19,11 +19,16 @@ provider. Correctness rests on four rules:
    the attributes with their types (``1``, ``1.0`` and ``True`` are equal in Python, not to a
    rule); contexts with unhashable attribute values (lists, mappings) are not cached.
 
-Each table holds at most ``max_entries`` answers, evicted by second chance (the CLOCK algorithm,
-Corbato 1968: a hit marks its entry without taking a lock; on insert, the oldest entries that were
-hit since they were last passed over are moved to the back once instead of being evicted). Hits and
-entries are read without a lock; inserts and clears take the table's lock, never around a provider.
-Hit counts are incremented without a lock, so they are approximate under concurrency.
+Each table holds at most ``max_entries`` answers. An answer is kept the second time its question
+is asked, not the first (the "doorkeeper" of TinyLFU, Einziger, Friedman and Manes 2017: a set of
+the hashes of questions asked once, emptied after 4 x ``max_entries`` of them), so users seen once
+do not push out those who come back, and a stream of new users costs a hash and a set insert
+instead of an entry. Entries are
+evicted by second chance (the CLOCK algorithm, Corbato 1968: a hit marks its entry without taking
+a lock; on insert, the oldest entries that were hit since they were last passed over are moved to
+the back once instead of being evicted). Hits and entries are read without a lock; inserts and
+clears take the table's lock, never around a provider. Hit counts are incremented without a
+lock, so they are approximate under concurrency.
 """
 
 from __future__ import annotations
@@ -53,16 +58,10 @@ logger = logging.getLogger(__name__)
 
 _UNCACHEABLE_REASONS = frozenset({"ERROR", "STALE"})
 _NEVER, _STATIC, _KEYED = Mode.NEVER, Mode.STATIC, Mode.KEYED
+_DETAILS, _USED = 0, 1  # an entry is a two-item list: cheaper to make than an object
+_DOORKEEPER_SPAN = 4  # questions asked once are remembered for about 4 x max_entries more
 _SECOND_CHANCES = 32  # at most this many entries are passed over per insert (bounded work)
 _NO_OP_PROPAGATOR = "NoOpTransactionContextPropagator"
-
-
-class _Entry:
-    __slots__ = ("details", "used")
-
-    def __init__(self, details: FlagEvaluationDetails[Any]) -> None:
-        self.details = details
-        self.used = False
 
 
 class AnswerTable:
@@ -75,6 +74,7 @@ class AnswerTable:
     __slots__ = (
         "_lock",
         "_owner",
+        "_seen",
         "deadline",
         "entries",
         "generation",
@@ -90,22 +90,24 @@ class AnswerTable:
         self._owner = owner
         self._lock = threading.Lock()
         self.model = model
-        self.entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self.entries: OrderedDict[Hashable, list[Any]] = OrderedDict()  # [details, used]
         self.modes: dict[str, Mode] = {}
+        self._seen: set[int] = set()  # hashes of questions asked once (the doorkeeper)
         self.generation = 0
         self.deadline: float | None = None
         self.hits = self.misses = self.uncached = self.invalidations = 0
 
     def lookup(
         self, flag_key: str, default: str, context: EvaluationContext
-    ) -> FlagEvaluationDetails[Any] | None:
-        """The kept answer for this question, or ``None`` (then ask, and :meth:`store`).
+    ) -> tuple[FlagEvaluationDetails[Any] | None, Hashable | None]:
+        """The kept answer for this question (or ``None``: then ask, and :meth:`store`), and the
+        question's key when it may be kept (hand it to :meth:`store`).
 
         The hot path: what surrounds the flags is checked and the key built inline.
         """
         mode = self.modes.get(flag_key)
         if mode is None or mode is _NEVER:
-            return None
+            return None, None
         owner = self._owner
         world = owner._world
         registry = owner._registry
@@ -119,19 +121,19 @@ class AnswerTable:
             or (client.provider if registry is None else registry._default_provider) is not world[5]
         ):
             owner._look_around()
-            return None
+            return None, None
         if not owner._world_ok:
-            return None
+            return None, None
         deadline = self.deadline
         if deadline is not None and owner.clock() >= deadline:
             self.clear()
-            return None
+            return None, None
         if mode is _STATIC:
             key: Hashable = (flag_key, default)
         else:
             targeting_key = context.targeting_key
             if targeting_key is None and mode is _KEYED:
-                return None
+                return None, None
             attributes = context.attributes
             if attributes:
                 key = (
@@ -146,12 +148,12 @@ class AnswerTable:
         try:
             entry = self.entries.get(key)
         except TypeError:  # an attribute value that cannot be hashed
-            return None
+            return None, None
         if entry is None:
-            return None
-        entry.used = True
+            return None, key
+        entry[_USED] = True
         self.hits += 1
-        return entry.details
+        return entry[_DETAILS], key
 
     def store(
         self,
@@ -160,42 +162,60 @@ class AnswerTable:
         default: str,
         context: EvaluationContext,
         details: FlagEvaluationDetails[Any],
+        key: Hashable | None = None,
     ) -> None:
-        """Keep ``details`` if it may be reused and no generation began since ``generation``."""
+        """Keep ``details`` if it may be reused and no generation began since ``generation``
+        (``key``: the one :meth:`lookup` gave, if any).
+
+        What surrounds the flags is not checked again here: a change that happened while the
+        provider was asked is seen by the next lookup, which drops every answer.
+        """
         owner = self._owner
-        if (
-            details.error_code is not None
-            or details.reason in _UNCACHEABLE_REASONS
-            or not owner.allowed()
-        ):
+        if details.error_code is not None or details.reason in _UNCACHEABLE_REASONS:
             self.uncached += 1
             return
-        mode = self.modes.get(flag_key)
-        if mode is None:
-            verdict = owner.verdict(flag_key)  # reads the provider: outside the lock
-            with self._lock:
-                if generation != self.generation:
-                    return
-                mode = self.modes.setdefault(flag_key, verdict.mode)
-                if verdict.bounded and self.deadline is None and owner.ttl is not None:
-                    self.deadline = owner.clock() + owner.ttl
-        key = _key(mode, flag_key, default, context) if mode is not Mode.NEVER else None
+        if owner._paused or not owner._world_ok:
+            owner.refused()
+            self.uncached += 1
+            return
         if key is None:
+            mode = self.modes.get(flag_key)
+            if mode is None:
+                verdict = owner.verdict(flag_key)  # reads the provider: outside the lock
+                with self._lock:
+                    if generation != self.generation:
+                        return
+                    mode = self.modes.setdefault(flag_key, verdict.mode)
+                    if verdict.bounded and self.deadline is None and owner.ttl is not None:
+                        self.deadline = owner.clock() + owner.ttl
+            key = None if mode is _NEVER else _key(mode, flag_key, default, context)
+            if key is None:
+                self.uncached += 1
+                return
+        if generation != self.generation:  # checked again under the lock before it is kept
+            return
+        try:
+            fingerprint = hash(key)
+        except TypeError:  # an attribute value that cannot be hashed
             self.uncached += 1
             return
+        seen = self._seen
+        if fingerprint not in seen:  # asked once so far: remember the question, not the answer
+            self.misses += 1
+            seen.add(fingerprint)
+            if len(seen) > owner.max_entries * _DOORKEEPER_SPAN:
+                seen.clear()  # a fresh window: questions asked once long ago are forgotten
+            return
+        seen.discard(fingerprint)
         metadata = details.flag_metadata
-        if not isinstance(metadata, MappingProxyType):  # shared from now on: read-only
-            details.flag_metadata = MappingProxyType(dict(metadata))
-        entry = _Entry(details)
+        if type(metadata) is dict:  # shared from now on: read-only (the SDK made it for this call)
+            details.flag_metadata = MappingProxyType(metadata)
+        entry = [details, False]
         with self._lock:
             if generation != self.generation:
                 return
             entries = self.entries
-            try:
-                entries[key] = entry
-            except TypeError:
-                self.uncached += 1
-                return
+            entries[key] = entry
             self.misses += 1
             if len(entries) > owner.max_entries:
                 _evict(entries, owner.max_entries)
@@ -204,7 +224,7 @@ class AnswerTable:
         """Start a new generation: every kept answer and classification is dropped."""
         with self._lock:
             self.generation += 1
-            self.entries = OrderedDict()
+            self.entries = OrderedDict()  # questions asked once stay remembered: no answers
             self.modes = {}
             self.deadline = None
             self.invalidations += 1
@@ -213,13 +233,13 @@ class AnswerTable:
         return len(self.entries)
 
 
-def _evict(entries: OrderedDict[Hashable, _Entry], bound: int) -> None:
+def _evict(entries: OrderedDict[Hashable, list[Any]], bound: int) -> None:
     """Evict down to ``bound`` by second chance (called under the table's lock)."""
     passes = 0
     while len(entries) > bound:
         key, entry = entries.popitem(last=False)
-        if entry.used and passes < _SECOND_CHANCES:
-            entry.used = False
+        if entry[_USED] and passes < _SECOND_CHANCES:
+            entry[_USED] = False
             entries[key] = entry
             passes += 1
 
@@ -300,13 +320,13 @@ class AnswerCache:
 
     # -- the hot path ---------------------------------------------------------------------------
 
-    def allowed(self) -> bool:
-        """True when a fresh answer may be kept now (not paused, nothing around unsafe)."""
+    def refused(self) -> None:
+        """An answer was not kept (paused, or unsafe surroundings): look again for a change."""
         if self._paused:
             if self._probe is not None:
                 self._probe()  # may resume
-            return False
-        return not self._moved() and self._world_ok
+        else:
+            self._moved()
 
     def _moved(self) -> bool:
         """True (after taking a new snapshot) when anything around the flags was replaced."""

@@ -83,6 +83,7 @@ class ChangeFeed:
         self._last_error_at = 0.0
         self._provider_name = ""
         self._watchers: list[OnSource] = []
+        self._ready_provider: object = client.provider
         self._subscriptions = (
             (ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_sdk_event),
             (ProviderEvent.PROVIDER_READY, self._on_ready),
@@ -220,8 +221,11 @@ class ChangeFeed:
             logger.debug("provider %r refused a handler", provider, exc_info=True)
 
     def _on_ready(self, details: EventDetails) -> None:
-        self._follow(self._client.provider)  # a new provider may have been set
-        if not self.recovered():
+        provider = self._client.provider
+        self._follow(provider)  # a new provider may have been set
+        fresh = provider is not self._ready_provider
+        self._ready_provider = provider
+        if not self.recovered() and fresh:
             self._notify("ready")  # a new provider: what the old one said is void
 
     def _on_sdk_event(self, details: EventDetails) -> None:

@@ -11,6 +11,7 @@ here too (:meth:`Prewarmer.load_soon`), on the same small pool of background thr
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -27,25 +28,24 @@ logger = logging.getLogger(__name__)
 
 
 class ContextRing:
-    """The last ``size`` contexts offered. Writes race benignly (a lost write loses one sample)."""
+    """The last ``size`` contexts offered. Safe to share between threads.
 
-    __slots__ = ("_items", "_next")
+    A bounded deque: :meth:`add` is its ``append`` (one C call on the request path, atomic), and
+    :meth:`snapshot` copies it in one C call, so it never sees a half-made write.
+    """
+
+    __slots__ = ("_items", "add")
 
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError("a context ring needs room for at least one context")
-        self._items: list[EvaluationContext | None] = [None] * size
-        self._next = 0
-
-    def add(self, context: EvaluationContext) -> None:
-        """Remember ``context``, forgetting the oldest one when full."""
-        position = self._next
-        self._items[position % len(self._items)] = context
-        self._next = position + 1
+        self._items: collections.deque[EvaluationContext] = collections.deque(maxlen=size)
+        self.add: Callable[[EvaluationContext], None] = self._items.append
+        """Remember a context, forgetting the oldest one when full."""
 
     def snapshot(self) -> list[EvaluationContext]:
         """The contexts remembered now (at most ``size``)."""
-        return [item for item in list(self._items) if item is not None]
+        return list(self._items.copy())
 
 
 Select = Callable[[str, EvaluationContext], str | None]

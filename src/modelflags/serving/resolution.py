@@ -168,13 +168,13 @@ class Resolver:
         table = None if tables is None else tables.get(model)
         if table is None:
             return self._ask(flag_key, default, context, timeout)
-        answer: FlagEvaluationDetails[str] | None = table.lookup(flag_key, default, context)
+        answer, key = table.lookup(flag_key, default, context)
         if answer is not None:
             return answer
         generation = table.generation  # read before the provider is asked
         details = self._ask(flag_key, default, context, timeout)
         if details.value in versions:
-            table.store(generation, flag_key, default, context, details)
+            table.store(generation, flag_key, default, context, details, key)
         return details
 
     def _ask(
@@ -208,14 +208,15 @@ class Resolver:
                 return FlagEvaluationDetails(flag_key, pinned, variant=pinned, reason=OVERRIDE)
         tables = self._tables
         table = None if tables is None else tables.get(model)
+        key = None
         if table is not None:
-            answer: FlagEvaluationDetails[str] | None = table.lookup(flag_key, default, context)
+            answer, key = table.lookup(flag_key, default, context)
             if answer is not None:
                 return answer
         generation = 0 if table is None else table.generation  # read before the provider is asked
         details = await self._ask_async(flag_key, default, context, timeout)
         if table is not None and details.value in versions:
-            table.store(generation, flag_key, default, context, details)
+            table.store(generation, flag_key, default, context, details, key)
         return details
 
     async def _ask_async(
@@ -308,12 +309,12 @@ class Resolver:
         """
         tables = self._tables
         table = None if tables is None else tables.get(model)
-        details = None if table is None else table.lookup(flag_key, "", context)
+        details, key = (None, None) if table is None else table.lookup(flag_key, "", context)
         if details is None:
             generation = 0 if table is None else table.generation
             details = self._ask_shadow(flag_key, context)
             if table is not None and (details.value == "" or details.value in versions):
-                table.store(generation, flag_key, "", context, details)
+                table.store(generation, flag_key, "", context, details, key)
         value = details.value
         if details.error_code is None and (not value or value == serving):
             return None
