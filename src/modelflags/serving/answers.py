@@ -41,15 +41,12 @@ from collections.abc import Callable, Collection, Hashable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-import openfeature.evaluation_context as _global_context
-import openfeature.hook as _api_hooks
-import openfeature.transaction_context as _transaction
 from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import FlagEvaluationDetails
-from openfeature.provider._registry import provider_registry as _provider_registry
 
 from modelflags.serving.cacheable import Mode, Verdict, classify
+from modelflags.serving.surroundings import Surroundings
 from modelflags.telemetry.status import ResolutionCacheStatus
 
 __all__ = ["AnswerCache", "AnswerTable"]
@@ -61,7 +58,6 @@ _NEVER, _STATIC, _KEYED = Mode.NEVER, Mode.STATIC, Mode.KEYED
 _DETAILS, _USED = 0, 1  # an entry is a two-item list: cheaper to make than an object
 _DOORKEEPER_SPAN = 4  # questions asked once are remembered for about 4 x max_entries more
 _SECOND_CHANCES = 32  # at most this many entries are passed over per insert (bounded work)
-_NO_OP_PROPAGATOR = "NoOpTransactionContextPropagator"
 
 
 class AnswerTable:
@@ -109,20 +105,8 @@ class AnswerTable:
         if mode is None or mode is _NEVER:
             return None, None
         owner = self._owner
-        world = owner._world
-        registry = owner._registry
-        client = owner._client
-        if (
-            _global_context._evaluation_context is not world[0]
-            or _transaction._evaluation_transaction_context_propagator is not world[1]
-            or client.context is not world[2]
-            or _api_hooks._hooks is not world[3]
-            or client.hooks is not world[4]
-            or (client.provider if registry is None else registry._default_provider) is not world[5]
-        ):
-            owner._look_around()
-            return None, None
-        if not owner._world_ok:
+        surroundings = owner.surroundings
+        if surroundings.moved() or not surroundings.safe:
             return None, None
         deadline = self.deadline
         if deadline is not None and owner.clock() >= deadline:
@@ -174,7 +158,7 @@ class AnswerTable:
         if details.error_code is not None or details.reason in _UNCACHEABLE_REASONS:
             self.uncached += 1
             return
-        if owner._paused or not owner._world_ok:
+        if owner._paused or not owner.surroundings.safe:
             owner.refused()
             self.uncached += 1
             return
@@ -300,22 +284,13 @@ class AnswerCache:
         self.trusted = frozenset(trusted)
         self.with_hooks = with_hooks
         self._client = client
-        # The default provider read directly (the client's property costs two calls a lookup).
-        self._registry: Any = (
-            _provider_registry
-            if client.domain is None and hasattr(_provider_registry, "_default_provider")
-            else None
-        )
         self._overrides = overrides
         self._probe = probe
         self._flags = {name: frozenset(keys) for name, keys in models.items()}
         self._lock = threading.Lock()
         self._paused = False
-        self._world: tuple[object, ...] = (None,) * 6
-        self._world_ok = False
-        self._noted_hooks = False
         self.tables: dict[str, AnswerTable] = {}
-        self._look_around()
+        self.surroundings = Surroundings(client, with_hooks=with_hooks, on_change=self.forget)
         self.tables = {name: AnswerTable(self, name) for name in models}
 
     # -- the hot path ---------------------------------------------------------------------------
@@ -326,27 +301,7 @@ class AnswerCache:
             if self._probe is not None:
                 self._probe()  # may resume
         else:
-            self._moved()
-
-    def _moved(self) -> bool:
-        """True (after taking a new snapshot) when anything around the flags was replaced."""
-        client = self._client
-        world = self._world
-        if (
-            _global_context._evaluation_context is not world[0]
-            or _transaction._evaluation_transaction_context_propagator is not world[1]
-            or client.context is not world[2]
-            or _api_hooks._hooks is not world[3]
-            or client.hooks is not world[4]
-            or self._provider() is not world[5]
-        ):
-            self._look_around()
-            return True
-        return False
-
-    def _provider(self) -> object:
-        registry = self._registry
-        return self._client.provider if registry is None else registry._default_provider
+            self.surroundings.moved()
 
     def verdict(self, flag_key: str) -> Verdict:
         """How answers for ``flag_key`` may be reused, from the provider set now."""
@@ -383,34 +338,6 @@ class AnswerCache:
                 "resolution cache %s (flag source %s)", "paused" if self._paused else "on", state
             )
 
-    def _look_around(self) -> None:
-        """Take a new snapshot of what surrounds the flags; a change drops every answer."""
-        client = self._client
-        world = (
-            _global_context._evaluation_context,
-            _transaction._evaluation_transaction_context_propagator,
-            client.context,
-            _api_hooks._hooks,
-            client.hooks,
-            self._provider(),
-        )
-        hooked = bool(world[3]) or bool(world[4])
-        ok = type(world[1]).__name__ == _NO_OP_PROPAGATOR and (not hooked or self.with_hooks)
-        with self._lock:
-            same = world == self._world  # equal contexts, the same hooks and provider
-            self._world, self._world_ok = world, ok
-            note = hooked and not self._noted_hooks
-            self._noted_hooks = self._noted_hooks or hooked
-        if not same:
-            self.forget()
-        if note:
-            logger.info(
-                "OpenFeature hooks are registered: %s",
-                "they do not run when the resolution cache answers"
-                if self.with_hooks
-                else "the resolution cache stays off while they are (with_hooks=True keeps it on)",
-            )
-
     # -- reporting ------------------------------------------------------------------------------
 
     def report(self, model: str) -> ResolutionCacheStatus:
@@ -418,7 +345,7 @@ class AnswerCache:
         table = self.tables[model]
         if self._paused:
             state = "paused"
-        elif not self._world_ok:
+        elif not self.surroundings.safe:
             state = "bypassed"
         else:
             state = "on"
