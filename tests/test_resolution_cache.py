@@ -8,6 +8,8 @@ cached instance dropped its answers must get exactly what an uncached instance a
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import os
 import threading
@@ -15,8 +17,9 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from openfeature import api
@@ -630,3 +633,137 @@ def test_a_million_distinct_users_stay_within_the_bound(flag_file: Path) -> None
     assert max(traced) < traced[0] * 1.05, traced  # flat: each new answer replaced an old one
     assert table.lookup(FLAG, "v1", EvaluationContext("user-999999", {"plan": "free"}))[0]
     assert table.lookup(FLAG, "v1", EvaluationContext("user-0", {"plan": "free"}))[0] is None
+
+
+# -- async, anonymous requests, Unleash's own events ---------------------------------------------
+
+
+def test_async_requests_use_and_follow_the_cache(registry: Path, flag_file: Path) -> None:
+    """``get_model_async`` reads kept answers and sees a change like ``get_model``."""
+
+    async def ask(flags: ModelFlags) -> list[str]:
+        handles = [await flags.get_model_async(FLAG, context) for context in CONTEXTS[:20]]
+        return [handle.requested_version for handle in handles]
+
+    with ModelFlags(registry) as flags, ModelFlags(registry, resolution_cache=False) as plain:
+        for _ in range(3):
+            assert asyncio.run(ask(flags)) == asyncio.run(ask(plain))
+        report = flags.status()[FLAG].resolution_cache
+        assert report is not None and report.hits >= 20
+        before = report.invalidations
+        write_flag_file(flag_file, moved=tuple(c.targeting_key or "" for c in CONTEXTS[:20]))
+        wait_until(lambda: invalidations(flags) > before, 5.0, "the edit")
+        assert asyncio.run(ask(flags)) == ["v2"] * 20
+
+
+def test_requests_without_a_targeting_key_do_not_make_flagd_look_broken(
+    registry: Path, flag_file: Path
+) -> None:
+    """flagd logs a fractional split asked without a key at ERROR: one evaluation's input, not
+    the source's health, so the source stays ready and the cache keeps working."""
+    with ModelFlags(registry) as flags:
+        for _ in range(3):
+            assert flags.get_model(FLAG).requested_version == "v1"  # the default variant
+            answer(flags, CONTEXTS[0])
+        status = flags.status()[FLAG]
+    assert status.flag_source is not None and status.flag_source.state == "ready"
+    assert status.resolution_cache is not None and status.resolution_cache.state == "on"
+    assert status.resolution_cache.hits >= 1
+
+
+class Features(BaseHTTPRequestHandler):
+    """The Unleash client API on 127.0.0.1: one features document, with an ETag."""
+
+    document: ClassVar[dict[str, Any]] = {}
+
+    def do_GET(self) -> None:
+        body = json.dumps(Features.document).encode()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        if self.headers.get("If-None-Match") == etag:
+            self.send_response(304)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("ETag", etag)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+def unleash_features(weights: dict[str, int]) -> dict[str, Any]:
+    variants = [
+        {
+            "name": version,
+            "weight": weight * 10,
+            "weightType": "fix" if index < len(weights) - 1 else "variable",
+            "stickiness": "default",
+            "payload": {"type": "string", "value": version},
+        }
+        for index, (version, weight) in enumerate(weights.items())
+    ]
+    strategy = {
+        "name": "flexibleRollout",
+        "constraints": [],
+        "parameters": {"rollout": "100", "stickiness": "default", "groupId": FLAG},
+        "variants": variants,
+    }
+    feature = {"name": FLAG, "type": "release", "enabled": True, "strategies": [strategy]}
+    return {"version": 2, "features": [{**feature, "project": "default", "variants": []}]}
+
+
+@pytest.mark.slow
+def test_trusted_unleash_answers_are_kept_until_its_next_fetch_changes_them(
+    registry: Path, tmp_path: Path
+) -> None:
+    """Unleash's own fetched event (through the bridge) drops the answers it kept."""
+    from openfeature.contrib.provider.unleash import UnleashProvider
+    from UnleashClient.cache import FileCache
+
+    Features.document = unleash_features({"v1": 100, "v2": 0})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Features)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    provider = UnleashProvider(
+        url=f"http://127.0.0.1:{server.server_port}/api",
+        app_name="modelflags-tests",
+        api_token="token",
+        cache=FileCache("modelflags-tests", directory=str(tmp_path / "unleash")),
+    )
+    provider.client.unleash_refresh_interval = 1
+    provider.client.unleash_disable_metrics = True
+    provider.client.unleash_disable_registration = True
+    try:
+        api.set_provider_and_wait(provider)
+        trusted = ResolutionCacheOptions(trusted=frozenset({"Unleash Provider"}))
+        with (
+            ModelFlags(registry, resolution_cache=trusted) as cached,
+            ModelFlags(registry, resolution_cache=False) as uncached,
+        ):
+            for _ in range(3):
+                assert {answer(cached, c)[0] for c in CONTEXTS[:20]} == {"v1"}
+            report = cached.status()[FLAG].resolution_cache
+            assert report is not None and report.hits >= 20
+            before = report.invalidations
+            Features.document = unleash_features({"v1": 0, "v2": 100})
+            wait_until(lambda: answer(uncached, CONTEXTS[0])[0] == "v2", 10.0, "the new features")
+
+            def follows() -> bool:
+                truth = [answer(uncached, c) for c in CONTEXTS[:20]]
+                return [answer(cached, c) for c in CONTEXTS[:20]] == truth
+
+            wait_until(follows, 5.0, "the cached instance following Unleash")
+            assert invalidations(cached) > before  # the fetched event dropped what it kept
+            assert follows()
+    finally:
+        api.shutdown()
+        server.shutdown()
+        server.server_close()
