@@ -59,6 +59,8 @@ EXPECTED = {
     "Registry",
     "RegistryError",
     "RemoteFetcher",
+    "ResolutionCacheOptions",
+    "ResolutionCacheStatus",
     "RetryPolicy",
     "RolledBack",
     "RolloutOptions",

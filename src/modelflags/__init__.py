@@ -36,6 +36,7 @@ from modelflags.options import (
     AuditOptions,
     CacheOptions,
     PrewarmOptions,
+    ResolutionCacheOptions,
     RolloutOptions,
     ShadowOptions,
 )
@@ -78,7 +79,12 @@ from modelflags.telemetry.events import (
     VersionQuarantined,
     VersionRolledBack,
 )
-from modelflags.telemetry.status import FlagSourceStatus, ModelStatus, QuarantineStatus
+from modelflags.telemetry.status import (
+    FlagSourceStatus,
+    ModelStatus,
+    QuarantineStatus,
+    ResolutionCacheStatus,
+)
 
 if TYPE_CHECKING:
     from modelflags.artifacts.remote import RemoteFetcher, RetryPolicy
@@ -138,6 +144,8 @@ __all__ = [
     "Registry",
     "RegistryError",
     "RemoteFetcher",
+    "ResolutionCacheOptions",
+    "ResolutionCacheStatus",
     "RetryPolicy",
     "RolledBack",
     "RolloutOptions",
