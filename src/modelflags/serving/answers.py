@@ -15,9 +15,10 @@ provider. Correctness rests on four rules:
    entries are gone before any later request reads them.
 3. An evaluation that started before a generation began never stores its answer: the generation is
    read before the provider is asked and checked again, under the table's lock, at store time.
-4. The key is the flag key, the default value (the last known good version), the targeting key and
-   the attributes with their types (``1``, ``1.0`` and ``True`` are equal in Python, not to a
-   rule); contexts with unhashable attribute values (lists, mappings) are not cached.
+4. The key is one flat tuple: the flag key, the default value (the last known good version), the
+   targeting key, the attributes' names and values, and the values' types (``1``, ``1.0`` and
+   ``True`` are equal in Python, not to a rule); the number of attributes fixes every position.
+   Contexts with unhashable attribute values (lists, mappings) are not cached.
 
 Each table holds at most ``max_entries`` answers. An answer is kept the second time its question
 is asked, not the first (the "doorkeeper" of TinyLFU, Einziger, Friedman and Manes 2017: a set of
@@ -38,6 +39,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Mapping
+from itertools import chain
 from types import MappingProxyType
 from typing import Any
 
@@ -55,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 _UNCACHEABLE_REASONS = frozenset({"ERROR", "STALE"})
 _NEVER, _STATIC, _KEYED = Mode.NEVER, Mode.STATIC, Mode.KEYED
+_flat = chain.from_iterable
 _DETAILS, _USED = 0, 1  # an entry is a two-item list: cheaper to make than an object
 _DOORKEEPER_SPAN = 4  # questions asked once are remembered for about 4 x max_entries more
 _SECOND_CHANCES = 32  # at most this many entries are passed over per insert (bounded work)
@@ -119,13 +122,13 @@ class AnswerTable:
             if targeting_key is None and mode is _KEYED:
                 return None, None
             attributes = context.attributes
-            if attributes:
+            if attributes:  # one flat tuple: names and values, then the values' types
                 key = (
                     flag_key,
                     default,
                     targeting_key,
-                    tuple(attributes.items()),
-                    tuple(map(type, attributes.values())),
+                    *_flat(attributes.items()),
+                    *map(type, attributes.values()),
                 )
             else:
                 key = (flag_key, default, targeting_key)
@@ -242,8 +245,8 @@ def _key(mode: Mode, flag_key: str, default: str, context: EvaluationContext) ->
         flag_key,
         default,
         targeting_key,
-        tuple(attributes.items()),
-        tuple(map(type, attributes.values())),
+        *_flat(attributes.items()),
+        *map(type, attributes.values()),
     )
 
 
