@@ -24,11 +24,11 @@ Each table holds at most ``max_entries`` answers. An answer is kept the second t
 is asked, not the first (the "doorkeeper" of TinyLFU, Einziger, Friedman and Manes 2017: a set of
 the hashes of questions asked once, emptied after 4 x ``max_entries`` of them), so users seen once
 do not push out those who come back, and a stream of new users costs a hash and a set insert
-instead of an entry. Entries are
-evicted by second chance (the CLOCK algorithm, Corbato 1968: a hit marks its entry without taking
-a lock; on insert, the oldest entries that were hit since they were last passed over are moved to
-the back once instead of being evicted). Hits and entries are read without a lock; inserts and
-clears take the table's lock, never around a provider. Hit counts are incremented without a
+instead of an entry. Entries are evicted by second chance (the CLOCK algorithm, Corbato 1968: a
+hit marks its entry without taking a lock; on insert, the oldest entries that were hit since they
+were last passed over are moved to the back once instead of being evicted). Hits and entries are
+read without a lock (single dictionary operations, atomic under the interpreter lock); inserts
+and clears take the table's lock, never around a provider. Hit counts are incremented without a
 lock, so they are approximate under concurrency.
 """
 
