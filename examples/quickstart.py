@@ -5,7 +5,8 @@ FILE mode (no server):
 
 1. three small scikit-learn models are trained and written with joblib, plus a registry;
 2. a flagd flag file sends 10% of users to the canary ``v2`` and beta users to ``v3``;
-3. the split over 1,000 users is counted, a beta user is served;
+3. the split over 1,000 users is counted; a beta user is served, first by the last known good
+   version while ``v3`` loads in the background (no request waits for a load), then by ``v3``;
 4. the flag file is edited live to 50/50, and the new split is seen;
 5. a broken artifact is flagged to everyone: the last known good version answers every request.
 
@@ -102,7 +103,8 @@ def canary(split: int) -> dict[str, Any]:
 
 
 def split(flags: ModelFlags) -> str:
-    counts = Counter(flags.get_model("recommender", user).version for user in USERS)
+    """The share of users the flag sends to each version."""
+    counts = Counter(flags.get_model("recommender", user).requested_version for user in USERS)
     return ", ".join(f"{v}: {counts[v] / len(USERS):.1%}" for v in sorted(counts))
 
 
@@ -132,9 +134,13 @@ def main() -> None:
         with ModelFlags(registry) as flags:
             print("1. canary at 10% over 1,000 users ->", split(flags))
 
-            beta = flags.get_model("recommender", {"id": "ada", "plan": "beta"})
+            ada = {"id": "ada", "plan": "beta"}
+            first = flags.get_model("recommender", ada)
+            wait_for(lambda: "v3" in flags.status()["recommender"].loaded)
+            beta = flags.get_model("recommender", ada)
             print(
-                f"2. beta user 'ada' -> {beta.version} ({beta.reason}), "
+                f"2. beta user 'ada' -> {first.version} ({first.reason}) while "
+                f"{first.requested_version} loads, then {beta.version} ({beta.reason}), "
                 f"predicts {beta.predict(features).tolist()}"
             )
 
@@ -162,6 +168,7 @@ def main() -> None:
                     served[model.version] += 1
                 except Exception:
                     failed += 1
+            wait_for(lambda: flags.status()["recommender"].quarantined)  # loaded in the background
             status = flags.status()["recommender"]
             quarantined = status.quarantined[0]
             print(

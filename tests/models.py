@@ -44,3 +44,14 @@ class PickyAboutInput(Constant):
         if len(X) == 0:
             raise ValueError("empty input")
         return super().predict(X)
+
+
+class ExitsOnNegative(Constant):
+    """Ends its process abruptly when the first value of the input is negative (a crash)."""
+
+    def predict(self, X: Any) -> np.ndarray:
+        if float(np.asarray(X, dtype=float).ravel()[0]) < 0:
+            import os
+
+            os._exit(3)
+        return super().predict(X)

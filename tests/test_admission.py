@@ -66,7 +66,9 @@ def test_an_id_re_pointed_at_other_bytes_is_refused_after_a_restart_and_the_lkg_
     path = workspace.add("m", "v2", Constant(3))  # same id, other bytes, a registry that agrees
     workspace.add("m", "v3", Constant(3))
     events: list[object] = []
-    with ModelFlags(workspace.write(), state_dir=state, listeners=[events.append]) as flags:
+    with ModelFlags(
+        workspace.write(), state_dir=state, listeners=[events.append], prewarm=False
+    ) as flags:
         set_flags(m="v3")
         flags.get_model("m").predict(X)  # v3 proves itself: the LKG leaves v2
         set_flags(m="v2")

@@ -23,7 +23,7 @@ def test_quickstart_tells_its_story_without_a_failed_request() -> None:
     out = result.stdout
     first = re.search(r"canary at 10% .* v2: ([\d.]+)%", out)
     assert first is not None and 7.0 <= float(first.group(1)) <= 13.0
-    assert "beta user 'ada' -> v3 (TARGETING_MATCH)" in out
+    assert "beta user 'ada' -> v1 (PREWARMING) while v3 loads, then v3 (TARGETING_MATCH)" in out
     edited = re.search(r"edited to 50/50 .* v2: ([\d.]+)%", out)
     assert edited is not None and 45.0 <= float(edited.group(1)) <= 55.0
     assert re.search(r"v4 flagged to everyone: \{'v\d': 1000\} served, 0 failed requests", out)

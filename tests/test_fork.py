@@ -112,7 +112,8 @@ def test_a_modelflags_made_before_fork_serves_in_the_child(
     decisions and checks guardrails on threads of its own; the parent is unaffected."""
     recorder = Recorder()
     audit = DecisionLog(tmp_path / "decisions.jsonl", salt="s")
-    with ModelFlags(registry, listeners=[recorder], decision_log=audit) as flags:
+    # prewarm=False: the child loads v3 in its request, as the assertions below expect.
+    with ModelFlags(registry, listeners=[recorder], decision_log=audit, prewarm=False) as flags:
         for index in range(20):  # the parent's threads run: events, decision log, guardrails
             assert flags.get_model("m", f"parent-{index}").predict(X).tolist() == [1, 1, 1]
         assert flags.flush(5)
@@ -129,7 +130,7 @@ def test_a_modelflags_made_before_fork_serves_in_the_child(
                 assert all(thread is not parent for parent in parent_threads)
             assert {"modelflags-decision-log", "modelflags-guardrails"} <= set(modelflags_threads())
             recorder.events.clear()
-            source.provider._flags = InMemoryFlags(m="v3").provider._flags
+            source.set(m="v3")
             handle = flags.get_model("m", "child-user")  # v3 loads here, then fails inference
             assert handle.version == "v3"
             assert handle.predict(X).tolist() == [1, 1, 1]
@@ -171,7 +172,9 @@ def test_the_child_works_when_the_fork_happens_while_other_threads_hold_locks(
 
     recorder = Recorder()
     audit = DecisionLog(tmp_path / "decisions.jsonl", salt="s")
-    flags = ModelFlags(registry, listeners=[recorder], decision_log=audit, loaders={"slow": slow})
+    flags = ModelFlags(
+        registry, listeners=[recorder], decision_log=audit, loaders={"slow": slow}, prewarm=False
+    )
     parts = flags._parts
     locks = [
         parts.keeper.cache._lock,

@@ -63,6 +63,8 @@ EXPECTED = {
     "Registry",
     "RegistryError",
     "RemoteFetcher",
+    "ResolutionCacheOptions",
+    "ResolutionCacheStatus",
     "RetryPolicy",
     "RolledBack",
     "RolloutOptions",

@@ -53,7 +53,7 @@ def test_by_default_every_stage_but_archived_serves(
 ) -> None:
     """Candidate, staging and production versions serve as flagged; archived ones never: the
     last known good version (v2 by then) answers."""
-    with ModelFlags(staged) as flags:
+    with ModelFlags(staged, prewarm=False) as flags:  # each version loads in the request
         assert served(flags, set_flags, "v3") == ("v3", "STATIC", "3")
         assert served(flags, set_flags, "v2") == ("v2", "STATIC", "2")
         assert served(flags, set_flags, "v4") == ("v2", "POLICY", "2")
@@ -98,7 +98,7 @@ def test_allowed_stages_come_from_the_environment_read_once(
     """MODELFLAGS_ALLOWED_STAGES (comma separated) applies when allowed_stages is not given, and
     is read when the instance is made."""
     monkeypatch.setenv(ALLOWED_STAGES_ENV, " production , staging ")
-    with ModelFlags(staged) as flags:
+    with ModelFlags(staged, prewarm=False) as flags:  # each version loads in the request
         monkeypatch.setenv(ALLOWED_STAGES_ENV, "candidate,staging,production")
         assert served(flags, set_flags, "v3") == ("v1", "POLICY", "1")
         assert served(flags, set_flags, "v2") == ("v2", "STATIC", "2")

@@ -43,7 +43,11 @@ def flags(
     """Model ``churn`` flagged to v2, checked by hand, with a decision log."""
     set_flags(**{MODEL: "v2"})
     with ModelFlags(
-        registry, clock=clock, guardrail_interval=3600, decision_log=tmp_path / "decisions.jsonl"
+        registry,
+        clock=clock,
+        guardrail_interval=3600,
+        decision_log=tmp_path / "decisions.jsonl",
+        prewarm=False,  # each v2 request loads or answers at once: the split counts are exact
     ) as made:
         yield made
 

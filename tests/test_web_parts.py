@@ -78,6 +78,7 @@ def flags(
         clock=clock,
         guardrail_interval=3600,
         decision_log=tmp_path / "decisions.jsonl",
+        prewarm=False,
     ) as made:
         yield made
 

@@ -43,6 +43,7 @@ from modelflags.options import (
     CacheOptions,
     GovernanceOptions,
     PrewarmOptions,
+    ResolutionCacheOptions,
     RolloutOptions,
     ShadowOptions,
 )
@@ -87,7 +88,12 @@ from modelflags.telemetry.events import (
     VersionQuarantined,
     VersionRolledBack,
 )
-from modelflags.telemetry.status import FlagSourceStatus, ModelStatus, QuarantineStatus
+from modelflags.telemetry.status import (
+    FlagSourceStatus,
+    ModelStatus,
+    QuarantineStatus,
+    ResolutionCacheStatus,
+)
 
 if TYPE_CHECKING:
     from modelflags.artifacts.remote import RemoteFetcher, RetryPolicy
@@ -151,6 +157,8 @@ __all__ = [
     "Registry",
     "RegistryError",
     "RemoteFetcher",
+    "ResolutionCacheOptions",
+    "ResolutionCacheStatus",
     "RetryPolicy",
     "RolledBack",
     "RolloutOptions",

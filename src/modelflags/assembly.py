@@ -21,12 +21,19 @@ from openfeature import api
 from openfeature.client import OpenFeatureClient
 
 from modelflags.artifacts import ArtifactStore, Loader, LoaderRegistry
-from modelflags.options import AuditOptions, Options, validate_input_default
+from modelflags.errors import VersionLoadError
+from modelflags.options import (
+    AuditOptions,
+    Options,
+    ResolutionCacheOptions,
+    validate_input_default,
+)
 from modelflags.overrides import OVERRIDES_ENV, overrides_layer
 from modelflags.registry import ModelSpec, Registry
 from modelflags.rollout.drift import DriftWatch
 from modelflags.rollout.promotion import release_moved_rollbacks
 from modelflags.rollout.supervision import Supervisor
+from modelflags.serving.answers import AnswerCache
 from modelflags.serving.cache import ModelCache
 from modelflags.serving.changes import ChangeFeed
 from modelflags.serving.health import Backoff, Health
@@ -34,14 +41,14 @@ from modelflags.serving.inputs import InputGate
 from modelflags.serving.policy import ModelEntry, ServingPolicy
 from modelflags.serving.prewarm import ContextRing, Prewarmer
 from modelflags.serving.resolution import OverrideSource, Resolver
-from modelflags.serving.shadow import ShadowRunner
+from modelflags.serving.shadow import ShadowExecutor, ShadowRunner
 from modelflags.serving.stages import StageGate, allowed_stages
 from modelflags.serving.versions import VersionKeeper
 from modelflags.telemetry.decision_log import DecisionLog
 from modelflags.telemetry.events import EventDispatcher, Listener
 from modelflags.telemetry.status import ModelStatus, model_status
 
-__all__ = ["Parts", "assemble"]
+__all__ = ["Parts", "assemble", "live_parts"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +80,7 @@ class Parts:
         cached = keeper.cache.snapshot()
         now = keeper.health.now()
         source = self.feed.source_status()
+        answers = self.resolver.answers
         extension_errors = {
             "listeners": self.events.listener_errors,
             "decision_log": 0 if self.audit is None else self.audit.dropped,
@@ -97,19 +105,23 @@ class Parts:
                 flag_source=source,
                 extension_errors=extension_errors,
                 extra=None if drift is None or name not in drift.models else _drift(drift, name),
+                resolution_cache=None if answers is None else answers.report(name),
             )
             for name, model in self.policy.models.items()
         }
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait for shadow calls and sampled inputs (judged for drift), then events and
-        decision-log lines; False on timeout."""
+        """Wait for background loads, shadow calls and sampled inputs (judged for drift), then
+        events and decision-log lines; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def remaining() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-        if not self.shadow.flush(timeout):
+        prewarmer = self.policy.prewarmer
+        if prewarmer is not None and not prewarmer.flush(timeout):
+            return False
+        if not self.shadow.flush(remaining()):
             return False
         if self.drift is not None and not self.drift.flush(remaining()):
             return False
@@ -210,7 +222,10 @@ def assemble(
         feed.on_override_event,
         from_env=overrides is None and env_path is not None,
     )
-    resolver = Resolver(feed.client, overrides=layer, timeout=evaluation_timeout)
+    answers = _answer_cache(
+        options.resolution, specs, feed, overrides=layer is not None, clock=clock
+    )
+    resolver = Resolver(feed.client, overrides=layer, timeout=evaluation_timeout, answers=answers)
     health = Health(
         {name: spec.default_version for name, spec in specs.items()},
         backoff=backoff,
@@ -239,6 +254,7 @@ def assemble(
         events.emit,
         workers=options.shadow.workers,
         max_pending=options.shadow.queue,
+        executor=_shadow_executor(options, registry, keeper, loaders),
     )
     audit = _decision_log(options.audit)
     policy = ServingPolicy(
@@ -316,6 +332,68 @@ def _drift(drift: DriftWatch, name: str) -> dict[str, object]:
     return {"drift": drift.status(name)}
 
 
+def _answer_cache(
+    options: ResolutionCacheOptions,
+    specs: Mapping[str, ModelSpec],
+    feed: ChangeFeed,
+    *,
+    overrides: bool,
+    clock: Callable[[], float],
+) -> AnswerCache | None:
+    """The resolution cache, following the change feed (``None`` when it is turned off)."""
+    if not options.enabled:
+        return None
+    answers = AnswerCache(
+        {
+            name: [spec.flag_key] + ([spec.shadow_flag] if spec.shadow_flag else [])
+            for name, spec in specs.items()
+        },
+        feed.client,
+        max_entries=options.max_entries,
+        ttl=options.ttl,
+        trusted=options.trusted,
+        with_hooks=options.with_hooks,
+        overrides=overrides,
+        probe=feed.recover_if_quiet,
+        clock=clock,
+    )
+    feed.watch(answers.source_changed)
+    return answers
+
+
+def _shadow_executor(
+    options: Options,
+    registry: Registry,
+    keeper: VersionKeeper,
+    loaders: Mapping[str, Loader] | None,
+) -> ShadowExecutor | None:
+    """Worker processes for ``executor="process"``; ``None`` runs shadows on their threads."""
+    chosen = options.shadow.executor
+    if chosen == "thread":
+        return None
+    if chosen != "process":
+        raise ValueError(f"shadow executor must be 'thread' or 'process', not {chosen!r}")
+    cached = options.cache
+    if cached.artifacts is not None:
+        raise ValueError(
+            "the shadow executor 'process' builds its own artifact store in the worker from "
+            "cache_dir and max_artifact_bytes; a configured artifacts= store cannot be sent there"
+        )
+    from modelflags.serving.shadow_process import ProcessShadow, WorkerSetup
+
+    def load_failed(model: str, version: str, cause: str) -> None:
+        error = VersionLoadError(cause, model=model, version=version)
+        keeper.failed(model, version, error, stage="shadow load", served=None)
+
+    setup = WorkerSetup(
+        registry.models,
+        cache_dir=None if cached.cache_dir is None else os.fspath(cached.cache_dir),
+        max_artifact_bytes=cached.max_artifact_bytes,
+        loaders=loaders,
+    )
+    return ProcessShadow(setup, load_failed=load_failed, timeout=options.shadow.timeout)
+
+
 def _decision_log(options: AuditOptions) -> DecisionLog | None:
     chosen = options.decision_log
     if chosen is None or isinstance(chosen, DecisionLog):
@@ -325,6 +403,12 @@ def _decision_log(options: AuditOptions) -> DecisionLog | None:
 
 _LIVE: weakref.WeakSet[Parts] = weakref.WeakSet()
 """The parts of every open ModelFlags of the process (weakly: they never keep one alive)."""
+
+
+def live_parts() -> list[Parts]:
+    """The parts of every open ModelFlags of the process now (test support tells them of flag
+    changes it makes)."""
+    return list(_LIVE)
 
 
 def _after_fork_in_child() -> None:

@@ -26,6 +26,7 @@ from modelflags.options import (
     CacheOptions,
     GovernanceOptions,
     PrewarmOptions,
+    ResolutionCacheOptions,
     RolloutOptions,
     ShadowOptions,
     gather,
@@ -85,6 +86,8 @@ class ModelFlags:
     - ``validate_input``: check each call's input against the model's declared input, raising
       :class:`~modelflags.errors.InputContractError` before the model sees it (default: off,
       on under pytest with the modelflags plugin).
+    - ``resolution_cache``: reuse recent flag answers until the flags change (``True`` where
+      provably safe; ``False``; or a :class:`~modelflags.options.ResolutionCacheOptions`).
     - ``cache``, ``shadow``, ``prewarm``, ``rollout``, ``audit``, ``governance``: the option
       groups of :mod:`modelflags.options` (``allowed_stages`` and ``validate_input`` belong to
       ``governance``). The flat options of earlier releases (``max_models=``,
@@ -114,6 +117,7 @@ class ModelFlags:
         rollout: RolloutOptions | None = None,
         audit: AuditOptions | None = None,
         governance: GovernanceOptions | None = None,
+        resolution_cache: bool | ResolutionCacheOptions = True,
         **flat: Any,
     ) -> None:
         if client is not None and domain is not None:
@@ -126,6 +130,7 @@ class ModelFlags:
             rollout=rollout,
             audit=audit,
             governance=governance,
+            resolution_cache=resolution_cache,
         )
         self.registry = as_registry(registry)
         self._parts = parts = assemble(
@@ -357,8 +362,8 @@ class ModelFlags:
         self._events.remove(listener)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait for shadow calls and sampled inputs (judged for drift), then events and decision
-        log lines; False on timeout."""
+        """Wait for background loads and prewarming, shadow calls and sampled inputs (judged for
+        drift), then events and decision-log lines; False on timeout."""
         return self._parts.flush(timeout)
 
     def recent_decisions(

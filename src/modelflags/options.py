@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from modelflags.artifacts import ArtifactStore
 
@@ -28,6 +28,7 @@ __all__ = [
     "GovernanceOptions",
     "Options",
     "PrewarmOptions",
+    "ResolutionCacheOptions",
     "RolloutOptions",
     "ShadowOptions",
     "gather",
@@ -56,10 +57,45 @@ class CacheOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class ShadowOptions:
-    """Shadow work: ``workers`` background threads, at most ``queue`` calls waiting."""
+    """Shadow work: ``workers`` background threads, at most ``queue`` calls waiting.
+
+    ``executor`` is where shadow inference runs: ``"thread"`` (the default) on those threads, in
+    this interpreter; ``"process"``: in one worker process per thread (started with ``spawn``),
+    so a CPU-heavy shadow does not compete with requests for the interpreter lock. The worker
+    loads the shadow version itself through the same verified artifact path (sha256 checked);
+    arguments and results are pickled across, so both must be picklable, and so must custom
+    loaders. ``timeout`` is the seconds a call in a worker process may take before the process
+    is replaced (the call counts as an error).
+    """
 
     workers: int = 1
     queue: int = 256
+    executor: Literal["thread", "process"] = "thread"
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolutionCacheOptions:
+    """The resolution cache: recent flag answers per model, reused until the flags change.
+
+    On by default, where modelflags can prove an answer reusable (see ``serving/cacheable.py``):
+    flagd in FILE and in-process modes, OpenFeature's in-memory provider and the override layer,
+    all of which announce every change. ``max_entries`` bounds each model's table. ``ttl`` is a
+    staleness bound for providers that announce no changes (OFREP, flagd RPC, your own): their
+    answers are then reused for at most ``ttl`` seconds, so a flag change (or a rule reading the
+    time) reaches requests at most ``ttl`` late; ``None`` (the default) does not cache them.
+    ``trusted`` names providers (by their metadata name, such as ``"Unleash Provider"``) whose
+    answers are reused though modelflags cannot prove it safe: you vouch that the flags read
+    use neither time nor randomness, and accept that the provider does not see cache hits
+    (Unleash then stops counting them in its metrics). ``with_hooks`` keeps the cache on while
+    OpenFeature API or client hooks are registered; they then do not run on a hit.
+    """
+
+    enabled: bool = True
+    max_entries: int = 10_000
+    ttl: float | None = None
+    trusted: frozenset[str] = frozenset()
+    with_hooks: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +172,7 @@ class Options:
     rollout: RolloutOptions = field(default_factory=RolloutOptions)
     audit: AuditOptions = field(default_factory=AuditOptions)
     governance: GovernanceOptions = field(default_factory=GovernanceOptions)
+    resolution: ResolutionCacheOptions = field(default_factory=ResolutionCacheOptions)
 
 
 _FLAT: Mapping[str, tuple[str, str]] = {
@@ -146,6 +183,7 @@ _FLAT: Mapping[str, tuple[str, str]] = {
     "artifacts": ("cache", "artifacts"),
     "shadow_workers": ("shadow", "workers"),
     "shadow_queue": ("shadow", "queue"),
+    "shadow_executor": ("shadow", "executor"),
     "prewarm_sample": ("prewarm", "sample"),
     "metrics": ("rollout", "metrics"),
     "metrics_exporters": ("rollout", "exporters"),
@@ -168,12 +206,20 @@ def gather(
     rollout: RolloutOptions | None = None,
     audit: AuditOptions | None = None,
     governance: GovernanceOptions | None = None,
+    resolution_cache: bool | ResolutionCacheOptions = True,
 ) -> Options:
     """The option groups, with the flat options of earlier releases mapped onto them.
 
-    Raises ``TypeError`` for an unknown option, and when a flat option and its group are both
-    given.
+    ``resolution_cache`` is ``True``/``False`` or a :class:`ResolutionCacheOptions`. Raises
+    ``TypeError`` for an unknown option, and when a flat option and its group are both given.
     """
+    resolution = resolution_cache
+    if isinstance(resolution, bool):
+        resolution = ResolutionCacheOptions(enabled=resolution)
+    elif not isinstance(resolution, ResolutionCacheOptions):
+        raise TypeError(
+            f"resolution_cache= takes True, False or ResolutionCacheOptions, not {resolution!r}"
+        )
     groups: dict[str, Any] = {
         "cache": cache or CacheOptions(),
         "shadow": shadow or ShadowOptions(),
@@ -183,6 +229,7 @@ def gather(
         "rollout": rollout or RolloutOptions(),
         "audit": audit or AuditOptions(),
         "governance": governance or GovernanceOptions(),
+        "resolution": resolution,
     }
     given = {
         "cache": cache,

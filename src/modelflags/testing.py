@@ -29,6 +29,7 @@ from openfeature import api
 from openfeature.event import ProviderEventDetails
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
+from modelflags.assembly import live_parts
 from modelflags.registry import Registry
 from modelflags.serving import pins
 
@@ -100,7 +101,10 @@ class InMemoryFlags:
     ``flags = InMemoryFlags(recommender="v2").install()`` sets it as the provider (of ``domain``,
     or the default one) and waits until it is ready; ``flags.set(recommender="v3")`` changes
     values and emits ``PROVIDER_CONFIGURATION_CHANGED`` naming the changed flags, as flag
-    services do. Safe to share between threads.
+    services do. The OpenFeature SDK delivers that event on a thread of its own, a moment later;
+    so that a test can assert on its very next request, ``set`` also tells every open
+    :class:`~modelflags.ModelFlags` of the process at once (their kept flag answers for those
+    flags are dropped before it returns). Safe to share between threads.
     """
 
     def __init__(self, **values: str) -> None:
@@ -122,6 +126,8 @@ class InMemoryFlags:
             self._values.update(values)
             flags = self._flags(self._values)
         self.provider._flags = flags  # the provider reads this mapping on every evaluation
+        for parts in list(live_parts()):
+            parts.flags_changed(frozenset(values))
         self.provider.emit_provider_configuration_changed(
             ProviderEventDetails(flags_changed=sorted(values))
         )

@@ -11,7 +11,9 @@ It also keeps the flag source's health (:class:`~modelflags.telemetry.status.Fla
 only logs (the Unleash client logs a traceback on every failed poll and emits nothing), make the
 source ``"error"`` or ``"stale"``; a ready or configuration-changed event, or ``quiet_s`` seconds
 without a new error, make it ``"ready"`` again. Each change of state is one log line. A process
-with no provider set is ``"not set"``: every request then serves the default version.
+with no provider set is ``"not set"``: every request then serves the default version. Parts that
+keep what the provider said (the resolution cache) :meth:`~ChangeFeed.watch` every error,
+staleness and ready signal.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = ["ChangeFeed"]
 logger = logging.getLogger(__name__)
 
 OnChange = Callable[[frozenset[str] | None], None]
+OnSource = Callable[[str], None]
+"""Called with ``"error"``, ``"stale"`` or ``"ready"`` on every such signal of the flag source."""
 
 # Loggers through which providers report failures they emit no event for, by provider module.
 # Not flagd's: it emits PROVIDER_ERROR for a flag source that fails, and its log also carries
@@ -42,6 +46,9 @@ OnChange = Callable[[frozenset[str] | None], None]
 _PROVIDER_LOGGERS: Mapping[str, tuple[str, ...]] = {
     "openfeature.contrib.provider.unleash": ("UnleashClient",),
 }
+# Log records of these provider modules describe one evaluation's input (flagd's targeting
+# operators log a fractional split asked without a targeting key at ERROR), not the source's health.
+_EVALUATION_MODULES = frozenset({"custom_ops"})
 _NOT_SET = "NoOpProvider"
 
 
@@ -79,6 +86,8 @@ class ChangeFeed:
         self._last_error: str | None = None
         self._last_error_at = 0.0
         self._provider_name = ""
+        self._watchers: list[OnSource] = []
+        self._ready_provider: object = client.provider
         self._subscriptions = (
             (ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, self._on_sdk_event),
             (ProviderEvent.PROVIDER_READY, self._on_ready),
@@ -97,7 +106,7 @@ class ChangeFeed:
         name = type(provider).__name__
         if name == _NOT_SET:
             return FlagSourceStatus(name, "not set", None, self._error_count(), self._last_error)
-        self._recover_if_quiet()
+        self.recover_if_quiet()
         with self._lock:
             return FlagSourceStatus(
                 name, self._state, self._since, self._error_count(), self._last_error
@@ -110,6 +119,12 @@ class ChangeFeed:
         """False while the client has no provider (OpenFeature's no-op provider)."""
         return type(self._client.provider).__name__ != _NOT_SET
 
+    def watch(self, on_source: OnSource) -> None:
+        """Call ``on_source`` with ``"error"``, ``"stale"`` or ``"ready"`` on every such signal
+        (each error and ready event, each recovery), on the thread that brings it."""
+        with self._lock:
+            self._watchers.append(on_source)
+
     def failed(self, message: str, *, state: str = "error", route: str = "event") -> None:
         """Record an error (or staleness) of the flag source, reported through ``route``."""
         text = shown(message, limit=200, quote=False)
@@ -120,19 +135,23 @@ class ChangeFeed:
             changed = self._state != state
             if changed:
                 self._state, self._since = state, self._last_error_at
+        self._notify(state)
         if changed:
             logger.error("flag source %s is %s: %s", self._provider_name or "?", state, text)
 
-    def recovered(self) -> None:
-        """Record that the flag source answered again."""
+    def recovered(self) -> bool:
+        """Record that the flag source answered again; True when it was erring until now."""
         with self._lock:
             changed = self._state != "ready"
             if changed:
                 self._state, self._since = "ready", self._clock()
         if changed:
+            self._notify("ready")
             logger.warning("flag source %s is ready again", self._provider_name or "?")
+        return changed
 
-    def _recover_if_quiet(self) -> None:
+    def recover_if_quiet(self) -> None:
+        """Make an erring source ready again when no error came for ``quiet_s`` seconds."""
         with self._lock:
             erring = self._state != "ready"
             quiet = self._clock() - self._last_error_at >= self._quiet_s
@@ -142,6 +161,13 @@ class ChangeFeed:
     def reset_after_fork(self) -> None:
         """In a child process just forked: a fresh lock (another thread may have held it)."""
         self._lock = threading.Lock()
+
+    def _notify(self, state: str) -> None:
+        for watcher in list(self._watchers):
+            try:
+                watcher(state)
+            except Exception:
+                logger.exception("a watcher of the flag source failed")
 
     # -- the override layer ---------------------------------------------------------------------
 
@@ -208,8 +234,12 @@ class ChangeFeed:
             logger.debug("provider %r refused a handler", provider, exc_info=True)
 
     def _on_ready(self, details: EventDetails) -> None:
-        self._follow(self._client.provider)  # a new provider may have been set
-        self.recovered()
+        provider = self._client.provider
+        self._follow(provider)  # a new provider may have been set
+        fresh = provider is not self._ready_provider
+        self._ready_provider = provider
+        if not self.recovered() and fresh:
+            self._notify("ready")  # a new provider: what the old one said is void
 
     def _on_sdk_event(self, details: EventDetails) -> None:
         self.recovered()
@@ -254,6 +284,8 @@ class _LogWatch(logging.Handler):
         self._feed = feed
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.module in _EVALUATION_MODULES:
+            return
         try:
             message = record.getMessage()
         except Exception:

@@ -230,7 +230,7 @@ class ServingPolicy:
         if handle.reason is ServingReason.ROLLED_BACK:
             return f"version {handle.requested_version!r} is rolled back"
         if handle.reason is ServingReason.PREWARMING:
-            return f"version {handle.requested_version!r} is loading after a flag change"
+            return f"version {handle.requested_version!r} is loading in the background"
         if handle.reason is ServingReason.POLICY and self.stages is not None:
             return self.stages.cause(name, handle.requested_version)
         for quarantine in self._health.quarantined(name):
@@ -320,7 +320,11 @@ class ServingPolicy:
             )
         if self._health.blocked(name, version) is not None:
             return self._lkg_handle(model, requested, resolution, context, ServingReason.FALLBACK)
-        if self._warming(name, version, lkg):
+        # A pin or an override is a person's explicit choice (tests, a laptop): it loads in the
+        # request, so what it names is what serves. A flag's answer may arrive before any change
+        # event: the LKG answers while it loads.
+        local = resolution.reason is ServingReason.OVERRIDE
+        if not local and self._warming(name, version, lkg):
             return self._lkg_handle(model, requested, resolution, context, ServingReason.PREWARMING)
         try:
             entry = self.keeper.entry(name, version)
@@ -332,16 +336,21 @@ class ServingPolicy:
         )
 
     def _warming(self, name: str, version: str, lkg: str) -> bool:
-        """True when ``version`` is loading in the background and the LKG can answer now."""
+        """True when the LKG answers now while ``version`` loads in the background.
+
+        With the LKG in memory no request waits for a load, whether or not a change event
+        announced the version: the load starts in the background (once, however many requests
+        meet it) and the LKG answers meanwhile. Only a process with nothing to answer with
+        (the LKG not loaded yet) loads in the request; so does one without prewarming.
+        """
         prewarmer = self.prewarmer
-        key = (name, version)
-        if prewarmer is None or self._cache.get(key) is not None:
+        if prewarmer is None or self._cache.get((name, version)) is not None:
             return False
-        # Met before the change event arrived and already loading in another thread: in a warm
-        # process, answer with the LKG instead of queueing behind the load.
-        return prewarmer.warming(name, version) or (
-            self._cache.loading(key) and self._cache.get((name, lkg)) is not None
-        )
+        if prewarmer.warming(name, version):
+            return True
+        if self._cache.get((name, lkg)) is None:
+            return False
+        return prewarmer.load_soon(name, version)
 
     def _lkg_handle(
         self,
@@ -387,9 +396,13 @@ class ServingPolicy:
     def flags_changed(self, changed: frozenset[str] | None) -> list[str]:
         """A provider reports changed flags (``None``: it did not say which).
 
-        Lifts the back-off of the affected models' quarantined versions (their failure counts stay
-        until they prove themselves) and schedules a prewarm pass. Returns the affected models.
+        Drops the answers the resolution cache kept for the changed flags first, then lifts the
+        back-off of the affected models' quarantined versions (their failure counts stay until
+        they prove themselves) and schedules a prewarm pass. Returns the affected models.
         """
+        answers = self.resolver.answers
+        if answers is not None:
+            answers.flags_changed(changed)
         affected = [
             name
             for name, model in self.models.items()

@@ -4,11 +4,14 @@ Each model keeps a small ring of the evaluation contexts it saw most recently (b
 write is one list store, so the request thread pays almost nothing). When a provider reports that
 flags changed, a background thread re-evaluates the model's flag for that sample and loads every
 version it now selects that is not cached yet. Versions being prewarmed are known, so a request
-meeting one can be served by the last known good version instead of waiting for the load.
+meeting one can be served by the last known good version instead of waiting for the load. A
+request that meets a version nobody loads yet (no change event came, or not yet) starts its load
+here too (:meth:`Prewarmer.load_soon`), on the same small pool of background threads.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -26,25 +29,24 @@ logger = logging.getLogger(__name__)
 
 
 class ContextRing:
-    """The last ``size`` contexts offered. Writes race benignly (a lost write loses one sample)."""
+    """The last ``size`` contexts offered. Safe to share between threads.
 
-    __slots__ = ("_items", "_next")
+    A bounded deque: :meth:`add` is its ``append`` (one C call on the request path, atomic), and
+    :meth:`snapshot` copies it in one C call, so it never sees a half-made write.
+    """
+
+    __slots__ = ("_items", "add")
 
     def __init__(self, size: int) -> None:
         if size < 1:
             raise ValueError("a context ring needs room for at least one context")
-        self._items: list[EvaluationContext | None] = [None] * size
-        self._next = 0
-
-    def add(self, context: EvaluationContext) -> None:
-        """Remember ``context``, forgetting the oldest one when full."""
-        position = self._next
-        self._items[position % len(self._items)] = context
-        self._next = position + 1
+        self._items: collections.deque[EvaluationContext] = collections.deque(maxlen=size)
+        self.add: Callable[[EvaluationContext], None] = self._items.append
+        """Remember a context, forgetting the oldest one when full."""
 
     def snapshot(self) -> list[EvaluationContext]:
         """The contexts remembered now (at most ``size``)."""
-        return [item for item in list(self._items) if item is not None]
+        return list(self._items.copy())
 
 
 Select = Callable[[str, EvaluationContext], str | None]
@@ -53,10 +55,11 @@ Needs = Callable[[str, str], bool]
 """(model, version) -> True when the version is neither cached nor quarantined."""
 Load = Callable[[str, str], None]
 """(model, version) -> load it into the cache (raises on failure)."""
+_THREADS = 2  # a prewarm pass and a load a request started can run side by side
 
 
 class Prewarmer:
-    """Runs prewarm passes on one background thread.
+    """Runs prewarm passes and background loads on a small pool of background threads.
 
     Safe to share between threads. :meth:`warming` is a lock-free read for the request path.
     """
@@ -77,6 +80,8 @@ class Prewarmer:
         self._emit = emit
         self._rings: dict[str, ContextRing] = {}
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._busy = 0
         self._warming: frozenset[tuple[str, str]] = frozenset()
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
@@ -106,29 +111,109 @@ class Prewarmer:
         with self._lock:
             if self._closed:
                 return
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="modelflags-prewarm")
-            executor = self._executor
+            executor = self._pool()
         for model in models:
+            self._submit(executor, self._pass, model)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until no prewarm pass or background load is queued or running; False if
+        ``timeout`` passed first. A synchronisation point for tests and shutdown."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def _submit(self, executor: ThreadPoolExecutor, task: Callable[..., None], *args: str) -> bool:
+        with self._lock:
+            self._busy += 1
+
+        def run() -> None:
             try:
-                executor.submit(self._pass, model)
-            except RuntimeError:  # closed meanwhile
-                return
+                task(*args)
+            finally:
+                with self._idle:
+                    self._busy -= 1
+                    if not self._busy:
+                        self._idle.notify_all()
+
+        try:
+            executor.submit(run)
+        except RuntimeError:  # closed meanwhile
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+            return False
+        return True
 
     def reset_after_fork(self) -> None:
         """In a child process just forked: a fresh lock, no thread (the next pass starts one)
         and no pass in flight (those stayed in the parent)."""
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._busy = 0
         self._executor = None
         self._warming = frozenset()
 
+    def load_soon(self, model: str, version: str) -> bool:
+        """Load ``version`` of ``model`` in the background unless it is loading already.
+
+        True when it is (or now will be) loading; False once closed. A failure quarantines the
+        version (through ``load``) and is logged.
+        """
+        key = (model, version)
+        with self._lock:
+            if key in self._warming:
+                return True
+            if self._closed:
+                return False
+            self._warming = self._warming | {key}
+            executor = self._pool()
+        if not self._submit(executor, self._load_one, model, version):
+            self._done({key})
+            return False
+        return True
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """The background threads (made on first use; called under the lock)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(_THREADS, thread_name_prefix="modelflags-prewarm")
+        return self._executor
+
+    def _done(self, keys: set[tuple[str, str]]) -> None:
+        with self._lock:
+            self._warming = self._warming - keys
+
+    def _load_one(self, model: str, version: str) -> None:
+        started = time.perf_counter()
+        try:
+            self._load(model, version)
+        except Exception as exc:
+            logger.warning("background load of model %r version %r failed: %s", model, version, exc)
+        else:
+            logger.info(
+                "model %r: version %r loaded in the background in %.3f s (the last known good "
+                "version answered meanwhile)",
+                model,
+                version,
+                time.perf_counter() - started,
+            )
+        finally:
+            self._done({(model, version)})
+
     def close(self) -> None:
-        """Cancel pending passes and join the thread."""
+        """Cancel pending passes and loads, and join the threads."""
         with self._lock:
             self._closed = True
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
+        with self._idle:  # cancelled tasks never ran: nothing is left to wait for
+            self._busy = 0
+            self._idle.notify_all()
 
     def _pass(self, model: str) -> None:
         started = time.perf_counter()
@@ -163,8 +248,7 @@ class Prewarmer:
                         shown(str(exc), limit=500, quote=False),
                     )
         finally:
-            with self._lock:
-                self._warming = self._warming - keys
+            self._done(keys)
         seconds = time.perf_counter() - started
         logger.info(
             "model %r: prewarmed %s from %d recent contexts in %.3f s",

@@ -2,10 +2,10 @@
 
 One path decides, for the synchronous, asynchronous and prewarm callers alike: a pin (this
 instance's :meth:`Resolver.pinned`, then the process-wide pins of :mod:`~modelflags.serving.pins`)
-wins; then an override layer answers the flags it knows (reason ``OVERRIDE``); then the
-OpenFeature client evaluates the model's string flag with the last known good version as the
-default value. The asynchronous path awaits the override layer's and the client's async APIs: it
-never calls a synchronous evaluation.
+wins; then the resolution cache (:mod:`~modelflags.serving.answers`) gives the answer it kept for
+the same question, if it may; then the :class:`~modelflags.serving.flag_source.FlagSource` asks
+the override layer (reason ``OVERRIDE`` for the flags it knows) and the OpenFeature client, which
+evaluates the model's string flag with the last known good version as the default value.
 
 Provider errors, a missing flag, a value of the wrong type and a version id the registry does not
 know all resolve to that default; they never raise. Values that came from outside (flag values,
@@ -15,58 +15,29 @@ once at WARNING, up to a bound per model, and counted, so a broken flag cannot f
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
 from collections.abc import Collection, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
-from openfeature.exception import ErrorCode
-from openfeature.flag_evaluation import FlagEvaluationDetails, FlagResolutionDetails, Reason
+from openfeature.flag_evaluation import FlagEvaluationDetails
 from openfeature.track import TrackingEventDetails
 
 from modelflags.errors import ModelUnavailableError, shown
 from modelflags.serving import pins
+from modelflags.serving.answers import AnswerCache
+from modelflags.serving.flag_source import OVERRIDE, FlagSource, OverrideSource
 from modelflags.serving.handle import ServingReason
 
-__all__ = ["OVERRIDE", "OverrideSource", "Resolution", "Resolver"]
+__all__ = ["OVERRIDE", "OverrideSource", "Resolution", "Resolver"]  # the first two re-exported
 
 logger = logging.getLogger(__name__)
 
-OVERRIDE = ServingReason.OVERRIDE
-"""The reason of an answer from an override file or a pin."""
-
 _LOGGED_CAUSES_PER_MODEL = 32
 _EVALUATION_WORKERS = 4
-
-
-class OverrideSource(Protocol):
-    """A layer that answers some flags locally (reason ``OVERRIDE``) and leaves the rest.
-
-    The override-file provider (``modelflags-provider-overrides``) fits; the serving core reaches
-    it only through this interface.
-    """
-
-    def resolve_string_details(
-        self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
-    ) -> FlagResolutionDetails[str]:
-        """Its answer for ``flag_key``; reason ``OVERRIDE`` when it has one."""
-        ...
-
-    async def resolve_string_details_async(
-        self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
-    ) -> FlagResolutionDetails[str]:
-        """The same, awaitable."""
-        ...
-
-    def shutdown(self) -> None:
-        """Stop watching its files."""
-        ...
 
 
 class Resolution(NamedTuple):
@@ -88,12 +59,13 @@ class Resolution(NamedTuple):
 
 
 class Resolver:
-    """Evaluates model flags: pins, then the override layer, then the OpenFeature client.
+    """Evaluates model flags: pins, then kept answers, then the override layer and the client.
 
     ``timeout`` bounds a synchronous evaluation (``None``: no bound, and no extra cost); a
-    provider that takes longer is answered with the default and an error. Safe to share between
-    threads: the client is thread-safe, pins are replaced atomically, and the record of logged
-    causes is guarded by a lock taken only on the error path.
+    provider that takes longer is answered with the default and an error. ``answers`` is the
+    resolution cache (``None``: every evaluation asks). Safe to share between threads: the client
+    is thread-safe, pins are replaced atomically, and the record of logged causes is guarded by a
+    lock taken only on the error path.
     """
 
     def __init__(
@@ -102,18 +74,19 @@ class Resolver:
         *,
         overrides: OverrideSource | None = None,
         timeout: float | None = None,
+        answers: AnswerCache | None = None,
     ) -> None:
         self.client = client
         self.overrides = overrides
-        self.timeout = timeout
+        self.source = FlagSource(client, overrides=overrides, timeout=timeout)
+        self.answers = answers
+        self._tables = None if answers is None else answers.tables
         self._pins: Mapping[str, str] = {}
         self._pins_lock = threading.Lock()
         self._lock = threading.Lock()
         self._logged: dict[str, set[str]] = {}
         self._errors: dict[str, int] = {}
         self._last_error: dict[str, str] = {}
-        self._executor: ThreadPoolExecutor | None = None
-        self._unanswered = 0
 
     # -- pins -----------------------------------------------------------------------------------
 
@@ -123,11 +96,15 @@ class Resolver:
         with self._pins_lock:
             previous = self._pins
             self._pins = {**previous, **versions}
+        if self.answers is not None:
+            self.answers.forget(versions)
         try:
             yield
         finally:
             with self._pins_lock:
                 self._pins = previous
+            if self.answers is not None:
+                self.answers.forget(versions)
 
     def _pin(self, model: str, flag_key: str, versions: Collection[str]) -> str | None:
         pinned = self._pins.get(model) or pins.ACTIVE.get(model)
@@ -152,20 +129,24 @@ class Resolver:
         *,
         timeout: float | None = None,
     ) -> FlagEvaluationDetails[str]:
-        """The flag's details for ``context``: from a pin, the override layer, or the client."""
+        """The flag's details for ``context``: from a pin, the resolution cache, the override
+        layer, or the client."""
         if self._pins or pins.ACTIVE:
             pinned = self._pin(model, flag_key, versions)
             if pinned is not None:
                 return FlagEvaluationDetails(flag_key, pinned, variant=pinned, reason=OVERRIDE)
-        overrides = self.overrides
-        if overrides is not None:
-            answer = overrides.resolve_string_details(flag_key, default, context)
-            if answer.reason == OVERRIDE or answer.error_code is ErrorCode.TYPE_MISMATCH:
-                return _details(flag_key, answer)
-        bound = timeout if timeout is not None else self.timeout
-        if bound is None:
-            return self.client.get_string_details(flag_key, default, context)
-        return self._bounded(flag_key, default, context, bound)
+        tables = self._tables
+        table = None if tables is None else tables.get(model)
+        if table is None:
+            return self.source.ask(flag_key, default, context, timeout)
+        answer, key = table.lookup(flag_key, default, context)
+        if answer is not None:
+            return answer
+        generation = table.generation  # read before the provider is asked
+        details = self.source.ask(flag_key, default, context, timeout)
+        if details.value in versions:
+            table.store(generation, flag_key, default, context, details, key)
+        return details
 
     async def evaluate_async(
         self,
@@ -182,67 +163,31 @@ class Resolver:
             pinned = self._pin(model, flag_key, versions)
             if pinned is not None:
                 return FlagEvaluationDetails(flag_key, pinned, variant=pinned, reason=OVERRIDE)
-        overrides = self.overrides
-        if overrides is not None:
-            answer = await overrides.resolve_string_details_async(flag_key, default, context)
-            if answer.reason == OVERRIDE or answer.error_code is ErrorCode.TYPE_MISMATCH:
-                return _details(flag_key, answer)
-        bound = timeout if timeout is not None else self.timeout
-        evaluation = self.client.get_string_details_async(flag_key, default, context)
-        if bound is None:
-            return await evaluation
-        # Not asyncio.wait_for: the SDK's evaluation raises UnboundLocalError from its own
-        # ``finally`` when it is cancelled (openfeature-sdk 0.10), which wait_for would pass on.
-        task = asyncio.ensure_future(evaluation)
-        try:
-            await asyncio.wait((task,), timeout=bound)
-        finally:
-            if not task.done():
-                task.cancel()
-                task.add_done_callback(_forget)
-        return task.result() if task.done() else _timed_out(flag_key, default, bound)
-
-    def _bounded(
-        self, flag_key: str, default: str, context: EvaluationContext, bound: float
-    ) -> FlagEvaluationDetails[str]:
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    _EVALUATION_WORKERS, thread_name_prefix="modelflags-evaluate"
-                )
-            executor = self._executor
-            # Evaluations a provider has not answered wait in the executor's queue; past this
-            # many, the default answers at once instead of queueing behind them without end.
-            saturated = self._unanswered >= 2 * _EVALUATION_WORKERS
-            if not saturated:
-                self._unanswered += 1
-        if saturated:
-            return _timed_out(flag_key, default, bound, waiting=self._unanswered)
-        future = executor.submit(self.client.get_string_details, flag_key, default, context)
-        future.add_done_callback(self._answered)
-        try:
-            return future.result(bound)
-        except FutureTimeout:
-            return _timed_out(flag_key, default, bound)
-
-    def _answered(self, future: object) -> None:
-        with self._lock:
-            self._unanswered -= 1
+        tables = self._tables
+        table = None if tables is None else tables.get(model)
+        key = None
+        if table is not None:
+            answer, key = table.lookup(flag_key, default, context)
+            if answer is not None:
+                return answer
+        generation = 0 if table is None else table.generation  # read before the provider is asked
+        details = await self.source.ask_async(flag_key, default, context, timeout)
+        if table is not None and details.value in versions:
+            table.store(generation, flag_key, default, context, details, key)
+        return details
 
     def reset_after_fork(self) -> None:
-        """In a child process just forked: fresh locks, and no worker threads (bounded
-        evaluations start new ones)."""
+        """In a child process just forked: fresh locks, no worker threads (bounded evaluations
+        start new ones), and no kept answers (they are rebuilt from the child's evaluations)."""
         self._lock = threading.Lock()
         self._pins_lock = threading.Lock()
-        self._executor = None
-        self._unanswered = 0
+        self.source.reset_after_fork()
+        if self.answers is not None:
+            self.answers.reset_after_fork()
 
     def close(self) -> None:
         """Stop the worker threads of bounded evaluations, if any were started."""
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        self.source.close()
 
     # -- interpretation -------------------------------------------------------------------------
 
@@ -294,14 +239,14 @@ class Resolver:
         Empty, equal to the serving version, unknown to the registry or not evaluable: ``None``
         (unknown ids and errors are logged once per cause). Pins do not apply to shadow flags.
         """
-        overrides = self.overrides
-        details: FlagEvaluationDetails[str] | None = None
-        if overrides is not None:
-            answer = overrides.resolve_string_details(flag_key, "", context)
-            if answer.reason == OVERRIDE:
-                details = _details(flag_key, answer)
+        tables = self._tables
+        table = None if tables is None else tables.get(model)
+        details, key = (None, None) if table is None else table.lookup(flag_key, "", context)
         if details is None:
-            details = self.client.get_string_details(flag_key, "", context)
+            generation = 0 if table is None else table.generation
+            details = self.source.ask_shadow(flag_key, context)
+            if table is not None and (details.value == "" or details.value in versions):
+                table.store(generation, flag_key, "", context, details, key)
         value = details.value
         if details.error_code is None and (not value or value == serving):
             return None
@@ -381,38 +326,6 @@ class Resolver:
             )
             return
         logger.warning("model %r: %s; %s (logged once per cause)", model, cause, outcome)
-
-
-def _details(flag_key: str, answer: FlagResolutionDetails[str]) -> FlagEvaluationDetails[str]:
-    return FlagEvaluationDetails(
-        flag_key,
-        answer.value,
-        variant=answer.variant,
-        flag_metadata=dict(answer.flag_metadata or {}),
-        reason=answer.reason,
-        error_code=answer.error_code,
-        error_message=answer.error_message,
-    )
-
-
-def _forget(task: asyncio.Future[Any]) -> None:
-    """Retrieve what a cancelled evaluation raised, so asyncio does not report it."""
-    if not task.cancelled():
-        task.exception()
-
-
-def _timed_out(
-    flag_key: str, default: str, bound: float, *, waiting: int = 0
-) -> FlagEvaluationDetails[str]:
-    message = (
-        f"the flag provider has not answered {waiting} evaluations; not asked again until one "
-        "returns"
-        if waiting
-        else f"the flag provider did not answer within {bound:g} s"
-    )
-    return FlagEvaluationDetails(
-        flag_key, default, reason=Reason.ERROR, error_code=ErrorCode.GENERAL, error_message=message
-    )
 
 
 def _text(value: object) -> str | None:

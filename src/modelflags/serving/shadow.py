@@ -2,9 +2,11 @@
 
 The request thread only decides whether to mirror (sampling) and hands the call to a bounded queue
 served by background worker threads; when the queue is full the call is dropped and counted, never
-waited for. The shadow version is loaded through the same cache and single flight as any version,
-on the shadow thread. Its result is compared with the primary's and folded into per-pair
-statistics; nothing the shadow does can change, delay or fail the primary call.
+waited for. Each worker thread runs its calls through a :class:`ShadowExecutor`: :class:`InThread`
+(the default) loads the shadow version through the same cache and single flight as any version and
+calls it on the shadow thread; :class:`~modelflags.serving.shadow_process.ProcessShadow` runs it in
+a worker process. Either way the result is compared here, with the primary's, and folded into
+per-pair statistics; nothing the shadow does can change, delay or fail the primary call.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from modelflags.errors import shown
 from modelflags.telemetry.events import Event, ShadowCompared
 from modelflags.telemetry.histogram import LatencyHistogram
 
-__all__ = ["ShadowRunner", "ShadowStats", "compare", "sampled"]
+__all__ = ["InThread", "ShadowExecutor", "ShadowRunner", "ShadowStats", "compare", "sampled"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +167,38 @@ ShadowModel = Callable[[str, str], Any]
 """Returns the loaded shadow model for (model, version), or raises; may load (single flight)."""
 
 
+class ShadowExecutor(Protocol):
+    """Where shadow inference runs."""
+
+    def run(
+        self, model: str, version: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, float]:
+        """The output of ``method`` of the shadow version and its seconds; raises on failure."""
+        ...
+
+    def close(self) -> None:
+        """Release what it holds (worker processes)."""
+
+
+class InThread:
+    """Runs shadow calls on the calling shadow thread, in this interpreter. Safe to share."""
+
+    def __init__(self, resolve_model: ShadowModel) -> None:
+        self._resolve_model = resolve_model
+
+    def run(
+        self, model: str, version: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, float]:
+        """Load the version (once, through the cache) and call ``method`` on it."""
+        shadow_model = self._resolve_model(model, version)
+        started = time.perf_counter()
+        output = getattr(shadow_model, method)(*args, **kwargs)
+        return output, time.perf_counter() - started
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 class ShadowRunner:
     """Runs mirrored calls on a bounded pool of background threads and keeps their statistics.
 
@@ -174,7 +208,8 @@ class ShadowRunner:
     ``timeout`` seconds, so a shadow call that never returns cannot hold up shutdown).
 
     Outputs are compared by kind: labels (integers, booleans, strings) count towards agreement,
-    floating-point outputs (probabilities, scores) towards the absolute differences.
+    floating-point outputs (probabilities, scores) towards the absolute differences. Calls run
+    through ``executor`` (default: :class:`InThread` with ``resolve_model``).
     """
 
     def __init__(
@@ -184,8 +219,9 @@ class ShadowRunner:
         *,
         workers: int = 1,
         max_pending: int = 256,
+        executor: ShadowExecutor | None = None,
     ) -> None:
-        self._resolve_model = resolve_model
+        self._executor = executor if executor is not None else InThread(resolve_model)
         self._emit = emit
         self._workers = workers
         self._max_pending = max_pending
@@ -290,6 +326,10 @@ class ShadowRunner:
             self._queue.put(None)
         for thread in threads:
             thread.join(timeout)  # a shadow call that never returns cannot hold up shutdown
+        try:
+            self._executor.close()
+        except Exception:
+            logger.exception("closing the shadow executor failed")
         with self._idle:
             self._in_flight = 0
             self._idle.notify_all()
@@ -321,10 +361,7 @@ class ShadowRunner:
             comparison: Comparison | None = None
             elapsed: float | None = None
             try:
-                shadow_model = self._resolve_model(model, shadow)
-                started = time.perf_counter()
-                output = getattr(shadow_model, method)(*args, **kwargs)
-                elapsed = time.perf_counter() - started
+                output, elapsed = self._executor.run(model, shadow, method, args, kwargs)
                 comparison = compare(result, output)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {shown(str(exc), limit=500, quote=False)}"

@@ -16,6 +16,7 @@ __all__ = [
     "ModelStatus",
     "ProposalStatus",
     "QuarantineStatus",
+    "ResolutionCacheStatus",
     "RuleState",
     "model_status",
 ]
@@ -93,10 +94,41 @@ class ProposalStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ResolutionCacheStatus:
+    """One model's resolution cache (recent flag answers reused until the flags change).
+
+    ``state``: ``"on"``, ``"paused"`` (the flag source is in error or stale: nothing is reused or
+    kept until it is ready) or ``"bypassed"`` (an OpenFeature hook or a transaction context
+    propagator is set). ``entries`` of at most ``max_entries``; ``hits`` and ``misses`` count
+    lookups answered from the cache and those that asked the provider while reuse was possible
+    (hits are counted without a lock: approximate under concurrency); ``uncached`` counts answers
+    that could not be kept (errors, flags whose rules read the time, providers modelflags cannot
+    trust); ``invalidations`` counts the times the table was emptied (change events, provider
+    errors, pins); ``ttl_s`` is the staleness bound for providers without change events.
+    """
+
+    state: str
+    entries: int
+    max_entries: int
+    hits: int
+    misses: int
+    uncached: int
+    invalidations: int
+    ttl_s: float | None
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Hits over lookups that could have hit (``None`` before any)."""
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelStatus:
     """One model: its flag, LKG and default, what is loaded (bytes), pinned, quarantined, and
     rolled back by a guardrail or by hand; how its flag and flag source are doing; and how
-    often an extension (listener, exporter, actuator, decision log) failed."""
+    often an extension (listener, exporter, actuator, decision log) failed; the resolution
+    cache's size and hit rate (``None`` when it is off)."""
 
     name: str
     flag: str
@@ -113,6 +145,7 @@ class ModelStatus:
     flag_source: FlagSourceStatus | None = None
     extension_errors: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    resolution_cache: ResolutionCacheStatus | None = None
 
 
 def model_status(
@@ -130,6 +163,7 @@ def model_status(
     flag_source: FlagSourceStatus | None = None,
     extension_errors: Mapping[str, int] | None = None,
     extra: Mapping[str, Any] | None = None,
+    resolution_cache: ResolutionCacheStatus | None = None,
 ) -> ModelStatus:
     """Assemble the status of model ``name`` from snapshots.
 
@@ -162,4 +196,5 @@ def model_status(
         flag_source=flag_source,
         extension_errors=MappingProxyType(dict(extension_errors or {})),
         extra=MappingProxyType(dict(extra or {})),
+        resolution_cache=resolution_cache,
     )
