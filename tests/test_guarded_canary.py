@@ -696,7 +696,7 @@ def test_the_lkg_does_not_flip_back_and_forth_under_a_steady_split(
     api.set_provider_and_wait(split_provider())
     seen = Events()
     with ModelFlags(
-        registry("good", sustained_s=1, window_s=10),
+        registry("good", promote_after_s=1, window_s=10),
         clock=clock,
         guardrail_interval=3600,
         listeners=[seen],
@@ -712,7 +712,7 @@ def test_the_lkg_does_not_flip_back_and_forth_under_a_steady_split(
 
 class ObservingActuator:
     """A flag-file actuator that, at each stage, sends the candidate healthy traffic for longer
-    than ``sustained_s`` of the fake clock, checking the guardrails as it goes, and records the
+    than ``promote_after_s`` of the fake clock, checking the guardrails as it goes, and records the
     LKG after each check while the canary is running."""
 
     def __init__(self, flags: ModelFlags, path: Path, clock: FakeClock) -> None:
@@ -748,7 +748,7 @@ def test_a_candidate_is_not_promoted_before_its_canary_completes(
 ) -> None:
     """During a canary the baseline stays the LKG at every check of every stage."""
     with ModelFlags(
-        registry("good", sustained_s=1, window_s=10), clock=clock, guardrail_interval=3600
+        registry("good", promote_after_s=1, window_s=10), clock=clock, guardrail_interval=3600
     ) as flags:
         actuator = ObservingActuator(flags, flag_file, clock)
         result = flags.canary(
@@ -807,7 +807,7 @@ def test_an_interrupted_canary_does_not_hold_promotions_back_forever(
     """After a canary interrupted by Ctrl-C, a version the flag then serves to everyone is
     promoted once it has held its guardrails."""
     with ModelFlags(
-        registry("good", sustained_s=1, window_s=10), clock=clock, guardrail_interval=3600
+        registry("good", promote_after_s=1, window_s=10), clock=clock, guardrail_interval=3600
     ) as flags:
         canary = flags.canary(
             "m", "v2", InterruptedActuator(flag_file, 50), stages=[10, 50], stage_seconds=0

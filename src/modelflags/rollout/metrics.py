@@ -1,4 +1,4 @@
-"""Per-version serving metrics over a sliding time window, in bounded memory.
+"""Per-version serving metrics: a sliding time window, and running totals for the guardrails.
 
 :class:`Metrics` keeps, for every (model, version) pair, a ring of ``buckets`` time slices of
 ``window_s / buckets`` seconds each. A call or an outcome is added to the slice of the current
@@ -7,8 +7,15 @@ nothing runs in the background and memory does not grow with traffic. A query me
 still inside the window: the current one (partly filled) and the ``buckets - 1`` before it, so the
 window spans between ``window_s - window_s / buckets`` and ``window_s`` seconds.
 
-Latency quantiles come from :class:`~modelflags.stats.LatencyHistogram` (within 1%); counts,
-sums and means are exact. Recording is O(1) and takes one short lock per (model, version).
+Beside the window, every series keeps :class:`~modelflags.rollout.totals.RunningTotals`: sums
+since the series started (its version's first call in this process, or since it was reset),
+which the guardrails' sequential tests read (:meth:`Metrics.comparison`). When a series starts it
+notes the totals every other version of the model has then, so a comparison gives both versions'
+sums over the same period, the candidate's lifetime, however long the baseline served before.
+
+Latency quantiles come from :class:`~modelflags.telemetry.histogram.LatencyHistogram` (within
+1%); counts, sums and means are exact. Recording is O(1) and takes one short lock per (model,
+version); the bucket of a latency is computed once for the window and the totals.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
-from modelflags.telemetry.histogram import LatencyHistogram
+from modelflags.rollout.totals import RunningTotals, Totals
+from modelflags.telemetry.histogram import LatencyHistogram, bucket_index
 
 __all__ = ["Metrics", "MetricsRecorder", "OutcomeStats", "VersionMetrics"]
 
@@ -108,13 +116,21 @@ class _Slice:
 
 
 class _Series:
-    """The ring of slices of one (model, version) pair, and the lock that guards it."""
+    """The ring of slices of one (model, version) pair, its running totals, and the lock that
+    guards both. ``offsets`` holds, for every other version of the model that had a series when
+    this one started, that series and its totals then."""
 
-    __slots__ = ("lock", "slices")
+    __slots__ = ("lock", "offsets", "slices", "totals")
 
-    def __init__(self, buckets: int) -> None:
+    def __init__(self, buckets: int, started: float) -> None:
         self.lock = threading.Lock()
         self.slices = [_Slice() for _ in range(buckets)]
+        self.totals = RunningTotals(started)
+        self.offsets: dict[str, tuple[_Series, Totals]] = {}
+
+    def snapshot(self) -> Totals:
+        with self.lock:
+            return self.totals.snapshot()
 
 
 class Metrics:
@@ -162,15 +178,23 @@ class Metrics:
             piece = series.slices[epoch % self.buckets]
             if piece.epoch < epoch:
                 piece.restart(epoch)
+            totals = series.totals
             piece.requests += 1
+            totals.requests += 1
             if error:
                 piece.errors += 1
+                totals.errors += 1
             if fell_back:
                 piece.fallbacks += 1
+                totals.fallbacks += 1
                 if not error:
                     piece.skipped += 1
+                    totals.skipped += 1
                     return
-            piece.latency.add(latency_s)
+            index = bucket_index(latency_s)
+            piece.latency.add_at(index, latency_s)
+            totals.latency.add_at(index, latency_s)
+            totals.latency_sq += latency_s * latency_s
 
     def record_outcome(self, model: str, version: str, name: str, value: float) -> None:
         """Add one value of outcome ``name`` (e.g. 1.0 for a click, 0.0 for none) to ``version``.
@@ -191,14 +215,26 @@ class Metrics:
             else:
                 sums[0] += 1
                 sums[1] += value
+            running = series.totals.outcomes.get(name)
+            if running is None:
+                running = series.totals.outcomes[name] = [0, 0.0, 0.0, 1.0]
+            running[0] += 1
+            running[1] += value
+            running[2] += value * value
+            if value != 0.0 and value != 1.0:
+                running[3] = 0.0
 
     def _add_series(self, model: str, version: str) -> _Series:
         with self._lock:
             series = self._series.get((model, version))
             if series is None:
-                series = _Series(self.buckets)
+                series = _Series(self.buckets, self._clock())
+                others = self._by_model.setdefault(model, {})
+                # Once per version: what the others had when this one started (each under its
+                # own lock, never while recording holds one).
+                series.offsets = {other: (held, held.snapshot()) for other, held in others.items()}
                 self._series[(model, version)] = series
-                self._by_model.setdefault(model, {})[version] = series
+                others[version] = series
             return series
 
     # -- queries --------------------------------------------------------------------------------
@@ -220,6 +256,45 @@ class Metrics:
             if merged is not None:
                 result[version] = merged
         return result
+
+    def versions(self, model: str, *, window_s: float | None = None) -> list[str]:
+        """The versions of ``model`` with calls or outcomes in the window (cheap: no merging)."""
+        slices = self.buckets if window_s is None else self._slices_for(window_s)
+        newest = int(self._clock() // self.slice_s)
+        oldest = newest - slices + 1
+        with self._lock:
+            versions = list(self._by_model.get(model, {}).items())
+        return [
+            version
+            for version, series in versions
+            if any(
+                oldest <= piece.epoch <= newest and (piece.requests or piece.outcomes)
+                for piece in series.slices
+            )
+        ]
+
+    def totals(self, model: str, version: str) -> Totals | None:
+        """Everything ``version`` recorded since its series started (``None``: nothing yet)."""
+        series = self._series.get((model, version))
+        return None if series is None else series.snapshot()
+
+    def comparison(self, model: str, candidate: str, baseline: str) -> tuple[Totals, Totals]:
+        """``candidate``'s totals since its series started, and ``baseline``'s over the same
+        period (empty totals for a version with nothing recorded).
+
+        The baseline's sums are its totals now less those it had when the candidate's series
+        started, when it is still the same series (a baseline reset since then counts whole).
+        """
+        held = self._series.get((model, candidate))
+        mine = Totals() if held is None else held.snapshot()
+        theirs_series = self._series.get((model, baseline))
+        if theirs_series is None:
+            return mine, Totals(started=mine.started)
+        theirs = theirs_series.snapshot()
+        offset = None if held is None else held.offsets.get(baseline)
+        if offset is not None and offset[0] is theirs_series:
+            theirs = theirs.since(offset[1])
+        return mine, theirs
 
     def reset(self, model: str, version: str | None = None) -> None:
         """Forget what was recorded for ``version`` of ``model`` (every version without one)."""

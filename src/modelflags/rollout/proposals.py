@@ -117,6 +117,7 @@ class Proposals:
                 threshold=p.breach.threshold,
                 expires_in_s=None if p.expires_at is None else max(0.0, p.expires_at - now),
                 on_timeout=p.on_timeout,
+                evidence=p.breach.evidence,
             )
             for p in chosen
         ]

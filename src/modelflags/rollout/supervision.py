@@ -1,13 +1,17 @@
 """Supervision: per-version metrics, guardrail checks, and what happens when a guardrail fires.
 
 The request path records each inference call (version, latency, error, fallback) into
-:class:`~modelflags.metrics.Metrics` and any extra recorders (OpenTelemetry). A background thread
-checks every model's guardrails about once a second. A breach whose rule says ``rollback`` pins the
-model away from the breaching version locally, at once: the flag's choice of that version is
-ignored, and the last known good version serves, until a person calls ``release`` or the flag
-stops selecting it. With an actuator, the rollback is also made at the flag's source, off the
-request path; actuator failures are logged and reported as events, never raised. A breach whose
-rule says ``alert`` is an event and an ERROR log line, and a person may roll back by hand.
+:class:`~modelflags.rollout.metrics.Metrics` (windows and running totals) and any extra recorders
+(OpenTelemetry, Prometheus). A background thread checks every model's guardrails about once a
+second (:class:`~modelflags.rollout.guardrails.Guardrails`: sequential tests against the LKG). A
+breach whose rules say ``rollback`` pins the model away from the breaching version locally, at
+once: the flag's choice of that version is ignored, and the last known good version serves, until
+a person calls ``release`` or the flag stops selecting it. With an actuator, the rollback is also
+made at the flag's source, off the request path; actuator failures are logged and reported as
+events, never raised. A breach whose rules say ``alert`` is an event and an ERROR log line, and a
+person may roll back by hand; ``confirm`` makes it a proposal a person confirms or dismisses
+(:mod:`modelflags.rollout.proposals`). After a rollback, :mod:`modelflags.rollout.impact` judges
+whether it helped.
 """
 
 from __future__ import annotations
@@ -183,7 +187,7 @@ class Supervisor:
             if model not in self.guardrails.rules:
                 continue
             lkg = self._lkg(model)
-            versions = list(self.metrics.snapshot(model))
+            versions = self.metrics.versions(model)
             by_version: dict[str, list[Breach]] = {}
             for breach in self.guardrails.check(model, lkg, versions):
                 fired.append(breach)
@@ -193,7 +197,7 @@ class Supervisor:
             self.promoter.promote_healthy(model, lkg, self.guardrails, self.rolled_back(model))
         for proposal in self.proposals.expired():
             self._expire(proposal)
-        self.impact.check(self.guardrails.rules.get)
+        self.impact.check(self.guardrails.judges)
         return fired
 
     def report(self, model: str) -> list[RuleState]:
@@ -313,7 +317,7 @@ class Supervisor:
         self._record("rollback", model, version, by=by, reason=reason)
         self._emit(RolledBack(model, version, lkg, reason, breach))
         if breach is not None:
-            self.impact.watch(breach, lkg)
+            self.impact.watch(breach, lkg, self.guardrails.baseline(model, version))
         if self._actuator is not None:
             threading.Thread(
                 target=self._actuate,
@@ -373,11 +377,7 @@ class Supervisor:
         breach = breaches[0]
         with self._lock:
             self._fired[(breach.model, breach.version)] = list(breaches)
-        rules = "; ".join(f"{b.rule} {b.observed:.4g} > {b.threshold:.4g}" for b in breaches)
-        rule_text = (
-            f"{rules} over {breach.window_s:g} s ({breach.requests} requests; "
-            f"{breach.lkg} had {breach.lkg_requests})"
-        )
+        rule_text = "; ".join(_describe(each) for each in breaches)
         model_rules = self.guardrails.rules.get(breach.model)
         candidate = breach.version != self._lkg(breach.model)
         if breach.action == "rollback" and candidate:
@@ -397,6 +397,14 @@ class Supervisor:
             )
             for each in breaches:
                 self._emit(GuardrailAlert(each.model, each.version, each))
+
+    def trusts(self, model: str, version: str) -> bool:
+        """True when nothing the guardrails know stands against ``version`` becoming the LKG:
+        it is not rolled back, has no breach on record, and no canary of ``model`` runs."""
+        if version in self.rolled_back(model) or self.promoter.held(model):
+            return False
+        with self._lock:
+            return (model, version) not in self._fired
 
     def _actuate(self, model: str, version: str, lkg: str) -> None:
         assert self._actuator is not None
@@ -418,3 +426,14 @@ class Supervisor:
                 self.check()
             except Exception:
                 logger.exception("guardrail check failed")
+
+
+def _describe(breach: Breach) -> str:
+    """One breach for a log line or a rollback reason: the evidence, or the figures."""
+    evidence = breach.evidence
+    if evidence is not None:
+        return evidence.summary()
+    return (
+        f"{breach.rule} {breach.observed:.4g} against {breach.threshold:.4g} "
+        f"({breach.requests} of {breach.version}, {breach.lkg_requests} of {breach.lkg})"
+    )
