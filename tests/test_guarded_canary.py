@@ -273,18 +273,21 @@ def test_the_example_rolls_back_its_slow_and_worse_candidate() -> None:
     assert "before the canary: v1 100% of 2000 users" in out
     assert re.search(r"stage 10 %: flag file split v1 90 %, v2 10 %", out)
     fired = re.findall(
-        r"guardrail fired: (max_p95_latency_ms|max_outcome_drop): v2 observed ([\d.]+)(?: ms)? "
+        r"guardrail fired: (max_latency_increase|max_outcome_drop): v2 observed ([\d.]+)(?: ms)? "
         r"against a limit of ([\d.]+)(?: ms)? \(v1: [\d.]+(?: ms)?\); (\d+) requests of v2, "
-        r"(\d+) of v1",
+        r"(\d+) of v1 in [\d.]+ s; relative change of \S+ [-+\d]+% in \[([-+\d]+)%, "
+        r"([-+\d]+|\+inf)%\], tolerance ([-+\d]+)%, alpha 0\.0\d+",
         out,
     )
     assert fired, out
-    for rule, observed, limit, v2_requests, v1_requests in fired:
-        if rule == "max_p95_latency_ms":
+    for rule, observed, limit, v2_requests, v1_requests, lower, upper, tolerance in fired:
+        if rule == "max_latency_increase":
             assert float(observed) > float(limit)
+            assert float(lower) > float(tolerance)  # the whole interval above the tolerance
         else:
             assert float(observed) < float(limit)
-        assert int(v2_requests) >= 50 and int(v1_requests) >= 50
+            assert float(upper) < float(tolerance)  # the whole interval below it
+        assert int(v2_requests) > 0 and int(v1_requests) > 0
     assert re.search(r"the canary sees the breach at (10|50|100) %", out)
     assert "the canary rolled the flag file back: everyone on v1" in out
     assert "flag file now: defaultVariant 'v1', targeting {}" in out

@@ -55,6 +55,8 @@ class VersionVerdict:
     oldest of those breaches started; ``fired`` is true once a breach was reported, until
     :meth:`Guardrails.reset`. ``active`` is false when the version was not among the
     candidates at the last check of its model (no recent traffic: the flag moved away).
+    ``suspect`` names the rules whose estimate is beyond their tolerance while the interval
+    still reaches it (no breach yet, but no candidate to promote either).
     """
 
     version: str
@@ -64,6 +66,7 @@ class VersionVerdict:
     requests: int = 0
     checked_at: float | None = None
     active: bool = True
+    suspect: tuple[Rule, ...] = ()
 
 
 class _State:
@@ -224,6 +227,11 @@ class Guardrails:
                     requests=state.requests,
                     checked_at=state.checked_at,
                     active=state.active,
+                    suspect=tuple(
+                        dict.fromkeys(
+                            reading.rule for reading in state.readings if _suspect(reading)
+                        )
+                    ),
                 )
                 for version, state in self._states.get(model, {}).items()
             }
@@ -262,6 +270,15 @@ class Guardrails:
                 states.clear()
             else:
                 states.pop(version, None)
+
+
+def _suspect(reading: Reading) -> bool:
+    """True when the estimate lies beyond the tolerance but the test has not breached."""
+    evidence = reading.evidence
+    estimate = evidence.estimate
+    if not evidence.decided or evidence.breached or estimate is None:
+        return False
+    return estimate > evidence.limit if evidence.worse == "higher" else estimate < evidence.limit
 
 
 def _breach(

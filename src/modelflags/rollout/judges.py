@@ -196,7 +196,9 @@ class Judges:
         if rule == "max_outcome_drop" and self.rules.max_outcome_drop is not None:
             return self._drop(candidate, baseline)
         if rule == "max_error_rate_increase" and monitor is not None:
-            evidence = monitor.update(candidate.errors_counts, baseline.errors_counts)
+            evidence = monitor.update(
+                candidate.errors_counts, baseline.alongside or baseline.errors_counts
+            )
             return self._error_increase(evidence, candidate, baseline)
         if rule == "max_latency_increase":
             return self._latency(metric, candidate, baseline)

@@ -24,7 +24,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Protocol
 
@@ -118,19 +118,24 @@ class _Slice:
 class _Series:
     """The ring of slices of one (model, version) pair, its running totals, and the lock that
     guards both. ``offsets`` holds, for every other version of the model that had a series when
-    this one started, that series and its totals then."""
+    this one started, that series and its totals then; ``peers`` the other series of the model
+    (replaced whole when one is added or removed); ``running`` whether this version's last call
+    ran (false while the LKG answers its calls: quarantined, rolled back, loading)."""
 
-    __slots__ = ("lock", "offsets", "slices", "totals")
+    __slots__ = ("lock", "offsets", "peers", "running", "slices", "totals")
 
     def __init__(self, buckets: int, started: float) -> None:
         self.lock = threading.Lock()
         self.slices = [_Slice() for _ in range(buckets)]
         self.totals = RunningTotals(started)
         self.offsets: dict[str, tuple[_Series, Totals]] = {}
+        self.peers: tuple[_Series, ...] = ()
+        self.running = True
 
-    def snapshot(self) -> Totals:
+    def snapshot(self, alongside: object = None) -> Totals:
+        """The totals now; with ``alongside`` (another series), what ran while it was running."""
         with self.lock:
-            return self.totals.snapshot()
+            return self.totals.snapshot(alongside)
 
 
 class Metrics:
@@ -190,11 +195,23 @@ class Metrics:
                 if not error:
                     piece.skipped += 1
                     totals.skipped += 1
+                    series.running = False
                     return
+            series.running = True
             index = bucket_index(latency_s)
             piece.latency.add_at(index, latency_s)
             totals.latency.add_at(index, latency_s)
             totals.latency_sq += latency_s * latency_s
+            # What this version ran while each other version was running too: the error-rate
+            # comparison weighs errors only over time both could err (see Metrics.comparison).
+            for peer in series.peers:
+                if peer.running:
+                    counts = totals.alongside.get(peer)
+                    if counts is None:
+                        totals.alongside[peer] = [1, int(error)]
+                    else:
+                        counts[0] += 1
+                        counts[1] += error
 
     def record_outcome(self, model: str, version: str, name: str, value: float) -> None:
         """Add one value of outcome ``name`` (e.g. 1.0 for a click, 0.0 for none) to ``version``.
@@ -235,7 +252,15 @@ class Metrics:
                 series.offsets = {other: (held, held.snapshot()) for other, held in others.items()}
                 self._series[(model, version)] = series
                 others[version] = series
+                self._link(others)
             return series
+
+    @staticmethod
+    def _link(series: Mapping[str, _Series]) -> None:
+        """Give each series of one model the tuple of the others (the global lock is held)."""
+        every = tuple(series.values())
+        for held in every:
+            held.peers = tuple(other for other in every if other is not held)
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -284,16 +309,20 @@ class Metrics:
 
         The baseline's sums are its totals now less those it had when the candidate's series
         started, when it is still the same series (a baseline reset since then counts whole).
+        Its ``alongside`` counts are the calls it ran, and their errors, while the candidate's
+        last call ran: time in which both could err. The error-rate comparison needs them: a
+        quarantine right after a candidate's error skips its next calls, and comparing its
+        errors with the baseline's over the whole time would read that gap as evidence.
         """
         held = self._series.get((model, candidate))
         mine = Totals() if held is None else held.snapshot()
         theirs_series = self._series.get((model, baseline))
         if theirs_series is None:
             return mine, Totals(started=mine.started)
-        theirs = theirs_series.snapshot()
+        theirs = theirs_series.snapshot(held)
         offset = None if held is None else held.offsets.get(baseline)
         if offset is not None and offset[0] is theirs_series:
-            theirs = theirs.since(offset[1])
+            theirs = replace(theirs.since(offset[1]), alongside=theirs.alongside)
         return mine, theirs
 
     def reset(self, model: str, version: str | None = None) -> None:
@@ -304,6 +333,7 @@ class Metrics:
             for name in names:
                 series = versions.pop(name, None)
                 self._series.pop((model, name), None)
+                self._link(versions)
                 if series is not None:
                     with series.lock:
                         for piece in series.slices:

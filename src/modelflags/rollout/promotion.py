@@ -1,10 +1,12 @@
 """Promotion: when a candidate that held its guardrails becomes the last known good version.
 
 A proven candidate of a model with guardrails is promoted once it has held them (no rule
-breaching, never fired) with traffic (at least ``min_requests`` calls, and at least one) for
-``promote_after_s`` seconds in a row, and only if it proved itself after the current LKG (so a
-steady split never makes the LKG go back and forth). Promotions of a model wait while a canary of
-it runs (:meth:`Promoter.holding`): its driver decides when the candidate is done.
+breaching, never fired, and no estimate beyond its tolerance: a regression the tests have not
+confirmed yet must not be promoted past them) with traffic (at least ``min_requests`` calls, and
+at least one) for ``promote_after_s`` seconds in a row, and only if it proved itself after the
+current LKG (so a steady split never makes the LKG go back and forth). Promotions of a model wait
+while a canary of it runs (:meth:`Promoter.holding`): its driver decides when the candidate is
+done.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class Promoter:
                 version != lkg
                 and verdict.active
                 and not verdict.breaching
+                and not verdict.suspect
                 and not verdict.fired
                 and verdict.requests >= max(1, rules.min_requests)
                 and version not in rolled_back

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
@@ -219,7 +220,7 @@ class Supervisor:
             raise self._no_proposal(model, version, "dismiss")
         self.proposals.dismiss(proposal, by=by, reason=reason)
         logger.warning("model %r: rollback of %r dismissed by %s: %s", model, version, by, reason)
-        self._record("dismiss", model, version, by=by, reason=reason)
+        self._record("dismiss", model, version, by=by, reason=reason, breach=proposal.breach)
 
     def _no_proposal(self, model: str, version: str, verb: str) -> InvalidActionError:
         waiting = [p.version for p in self.proposals.pending(model)]
@@ -246,14 +247,30 @@ class Supervisor:
                 proposal.version,
                 timeout,
             )
-            self._record("dismiss", proposal.model, proposal.version, by="timeout", reason=reason)
+            self._record(
+                "dismiss",
+                proposal.model,
+                proposal.version,
+                by="timeout",
+                reason=reason,
+                breach=proposal.breach,
+            )
 
-    def _record(self, action: str, model: str, version: str | None, **fields: str) -> None:
+    def _record(
+        self,
+        action: str,
+        model: str,
+        version: str | None,
+        *,
+        by: str,
+        reason: str,
+        breach: Breach | None = None,
+    ) -> None:
         sink = self.actions
         if sink is None:
             return
         try:
-            sink.action(action, model, version, by=fields["by"], reason=fields["reason"])
+            sink.action(action, model, version, by=by, reason=reason, **_detail(breach))
         except Exception:
             logger.exception("recording the %s of model %r failed", action, model)
 
@@ -314,7 +331,7 @@ class Supervisor:
             self._rolled_back[model] = self.rolled_back(model) | {version}
         self.proposals.take(model, version)
         logger.error("model %r: rolled back from %r to %r: %s", model, version, lkg, reason)
-        self._record("rollback", model, version, by=by, reason=reason)
+        self._record("rollback", model, version, by=by, reason=reason, breach=breach)
         self._emit(RolledBack(model, version, lkg, reason, breach))
         if breach is not None:
             self.impact.watch(breach, lkg, self.guardrails.baseline(model, version))
@@ -437,3 +454,29 @@ def _describe(breach: Breach) -> str:
         f"{breach.rule} {breach.observed:.4g} against {breach.threshold:.4g} "
         f"({breach.requests} of {breach.version}, {breach.lkg_requests} of {breach.lkg})"
     )
+
+
+def _detail(breach: Breach | None) -> dict[str, str | float | int | None]:
+    """The evidence of ``breach`` as decision-log fields (infinite bounds as ``None``)."""
+    if breach is None:
+        return {}
+    evidence = breach.evidence
+    detail: dict[str, str | float | int | None] = {"rule": breach.rule}
+    if evidence is None:
+        return {**detail, "observed": breach.observed, "threshold": breach.threshold}
+
+    def finite(value: float | None) -> float | None:
+        return value if value is not None and math.isfinite(value) else None
+
+    return {
+        **detail,
+        "quantity": evidence.quantity,
+        "estimate": finite(evidence.estimate),
+        "lower": finite(evidence.lower),
+        "upper": finite(evidence.upper),
+        "limit": evidence.limit,
+        "alpha": evidence.alpha,
+        "candidate_count": evidence.candidate_count,
+        "baseline_count": evidence.baseline_count,
+        "method": evidence.method,
+    }

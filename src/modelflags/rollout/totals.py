@@ -41,7 +41,9 @@ class Totals:
     or failed to load. ``latency`` maps histogram buckets (the layout of
     :class:`~modelflags.telemetry.histogram.LatencyHistogram`) to counts of the calls it ran, and
     ``latency_moments`` sums their seconds. ``started`` is the clock time the period began.
-    Immutable: safe to share between threads.
+    ``alongside``, on the baseline side of a comparison, counts the calls it ran and their
+    errors while the candidate's last call ran (``None`` elsewhere). Immutable: safe to share
+    between threads.
     """
 
     requests: int = 0
@@ -52,6 +54,7 @@ class Totals:
     latency_moments: Moments = _NONE
     outcomes: Mapping[str, OutcomeTotals] = field(default_factory=lambda: MappingProxyType({}))
     started: float = 0.0
+    alongside: Counts | None = None
 
     @property
     def ran(self) -> int:
@@ -107,6 +110,7 @@ class RunningTotals:
     """
 
     __slots__ = (
+        "alongside",
         "errors",
         "fallbacks",
         "latency",
@@ -127,9 +131,16 @@ class RunningTotals:
         self.latency_sq = 0.0
         # name -> [count, total, total of squares, 1.0 while every value was 0 or 1]
         self.outcomes: dict[str, list[float]] = {}
+        # another version's series -> [calls, errors] this one ran while that one was running
+        self.alongside: dict[object, list[int]] = {}
 
-    def snapshot(self) -> Totals:
-        """An immutable copy of the sums now."""
+    def snapshot(self, alongside: object = None) -> Totals:
+        """An immutable copy of the sums now, with what ran alongside ``alongside`` (another
+        version's series) when given."""
+        paired = None
+        if alongside is not None:
+            calls, errors = self.alongside.get(alongside, (0, 0))
+            paired = Counts(calls, errors)
         latency = self.latency
         return Totals(
             requests=self.requests,
@@ -145,4 +156,5 @@ class RunningTotals:
                 }
             ),
             started=self.started,
+            alongside=paired,
         )
