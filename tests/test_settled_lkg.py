@@ -34,7 +34,9 @@ from unleash_fixtures import (  # noqa: F401  (fixtures, registered under their 
 from unleash_fixtures import wait_until as unleash_wait
 
 from modelflags import BecameLKG, ModelFlags
+from modelflags.registry.guardrails import GuardrailRules
 from modelflags.rollout.actuators import FlagdFileActuator, UnleashActuator
+from modelflags.rollout.supervision import Supervisor
 from modelflags.serving.health import Health
 
 from models import Constant
@@ -266,3 +268,32 @@ def test_on_unleash_a_version_rolled_back_at_the_source_is_not_left_as_the_lkg(
         actuator.close()
         api.shutdown()
         api.clear_providers()
+
+
+def test_the_guardrails_trust_a_version_only_without_rollback_breach_or_canary(
+    clock: FakeClock,
+) -> None:
+    """``Supervisor.trusts`` (what the settling asks): not while the version is rolled back,
+    has a breach on record, or a canary of the model runs."""
+    supervisor = Supervisor(
+        {"m": GuardrailRules(max_error_rate=0.05)},
+        flag_keys={"m": "m"},
+        lkg=lambda model: "v1",
+        emit=lambda event: None,
+        clock=clock,
+        check_interval=3600,
+    )
+    try:
+        assert supervisor.trusts("m", "v2")
+        with supervisor.holding("m"):
+            assert not supervisor.trusts("m", "v2")
+        for _ in range(20):
+            supervisor.record_call("m", "v2", 0.01, True, True)
+        assert [breach.version for breach in supervisor.check()] == ["v2"]
+        assert not supervisor.trusts("m", "v2")
+        supervisor.release("m", ["v2"], forget=False)  # the flag moved away: still on record
+        assert not supervisor.trusts("m", "v2")
+        supervisor.release("m", ["v2"])  # a person released it
+        assert supervisor.trusts("m", "v2")
+    finally:
+        supervisor.close()

@@ -334,10 +334,16 @@ class Metrics:
                 series = versions.pop(name, None)
                 self._series.pop((model, name), None)
                 self._link(versions)
-                if series is not None:
-                    with series.lock:
-                        for piece in series.slices:
-                            piece.restart(-1)
+                if series is None:
+                    continue
+                with series.lock:
+                    for piece in series.slices:
+                        piece.restart(-1)
+                for other in versions.values():  # let the forgotten series go
+                    with other.lock:
+                        other.totals.alongside.pop(series, None)
+                        if other.offsets.get(name, (None,))[0] is series:
+                            del other.offsets[name]
 
     def _slices_for(self, window_s: float) -> int:
         if not window_s > 0 or window_s > self.window_s * (1 + 1e-9):

@@ -37,6 +37,10 @@ rule's alpha without a further split (Berger, "Multiparameter hypothesis testing
 sampling", Technometrics 1982).
 
 **Against a limit**: :class:`RateLimit`, the candidate's exact confidence sequence alone.
+
+**Against a baseline that no longer grows** (the LKG's figures before a rollback, against its
+figures after): :meth:`RateComparison.evaluate_apart` bounds each arm with its own exact
+confidence sequence (``alpha / 2`` each) and divides; valid however the arms were sampled.
 """
 
 from __future__ import annotations
