@@ -275,7 +275,7 @@ def test_the_example_rolls_back_its_slow_and_worse_candidate() -> None:
     fired = re.findall(
         r"guardrail fired: (max_latency_increase|max_outcome_drop): v2 observed ([\d.]+)(?: ms)? "
         r"against a limit of ([\d.]+)(?: ms)? \(v1: [\d.]+(?: ms)?\); (\d+) requests of v2, "
-        r"(\d+) of v1 in [\d.]+ s; relative change of \S+ [-+\d]+% in \[([-+\d]+)%, "
+        r"(\d+) of v1 in [\d.]+ s; relative change of (?:the mean|p95) [-+\d]+% in \[([-+\d]+)%, "
         r"([-+\d]+|\+inf)%\], tolerance ([-+\d]+)%, alpha 0\.0\d+",
         out,
     )

@@ -21,8 +21,9 @@ model's ``alpha``. What to do about a breach (roll back, alert, propose) is the 
 ``action`` is carried along so the caller knows what the registry asked for.
 
 Two optional extra conditions hold a breach back: ``min_requests`` (the candidate, and for a
-comparative rule the LKG too, must have that many observations) and ``sustained_s`` (the breach
-must hold at every check for that long; a check without it starts the wait over). Both only
+comparative rule the LKG too, must have been asked that many requests since the comparison
+started) and ``sustained_s`` (the breach must hold at every check for that long; a check without
+it starts the wait over). Both only
 remove breaches, so neither raises the false-alarm rate; both are off by default.
 
 The comparison of a candidate starts with its first recorded call (or when it was last released)

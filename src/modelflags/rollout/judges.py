@@ -161,16 +161,19 @@ class Judges:
                 return None
             evidence = test.evaluate_apart(after.errors_counts, before.errors_counts)
             return self._error_increase(evidence, after, before)
-        return self._read(rule, metric, after, before, None)
+        return self.read(rule, metric, after, before)
 
-    def _read(
+    def read(
         self,
         rule: Rule,
         metric: str | None,
         candidate: Totals,
         baseline: Totals,
-        monitor: RateMonitor | None,
+        monitor: RateMonitor | None = None,
     ) -> Reading | None:
+        """One test's reading of the two versions' totals since the comparison started
+        (``None`` when the model has no such test; the error-rate increase needs the
+        comparison's ``monitor``)."""
         if rule == "max_error_rate" and self.error_limit is not None:
             evidence = self.error_limit.evaluate(candidate.errors_counts)
             return Reading(
@@ -322,12 +325,12 @@ class Panel:
             monitor = self._monitor
             if rule == "max_error_rate_increase" and monitor is not None:
                 try:
-                    reading = judges._read(rule, metric, candidate, baseline, monitor)
+                    reading = judges.read(rule, metric, candidate, baseline, monitor)
                 except ValueError:
                     self._monitor = monitor = monitor.comparison.start()
-                    reading = judges._read(rule, metric, candidate, baseline, monitor)
+                    reading = judges.read(rule, metric, candidate, baseline, monitor)
             else:
-                reading = judges._read(rule, metric, candidate, baseline, None)
+                reading = judges.read(rule, metric, candidate, baseline)
             if reading is not None:
                 readings.append(reading)
         return readings

@@ -29,7 +29,10 @@ from types import MappingProxyType
 from typing import Protocol
 
 from modelflags.rollout.totals import RunningTotals, Totals
-from modelflags.telemetry.histogram import LatencyHistogram, bucket_index
+from modelflags.telemetry.histogram import FLOOR_S, GROWTH, LatencyHistogram
+
+_log = math.log
+_LOG_GROWTH = math.log(GROWTH)  # the same float as the histogram's, so buckets agree
 
 __all__ = ["Metrics", "MetricsRecorder", "OutcomeStats", "VersionMetrics"]
 
@@ -198,9 +201,13 @@ class Metrics:
                     series.running = False
                     return
             series.running = True
-            index = bucket_index(latency_s)
+            # bucket_index(latency_s), inlined: this is the hot path
+            index = 0 if latency_s <= FLOOR_S else int(_log(latency_s / FLOOR_S) / _LOG_GROWTH) + 1
             piece.latency.add_at(index, latency_s)
-            totals.latency.add_at(index, latency_s)
+            buckets = totals.latency
+            buckets[index] = buckets.get(index, 0) + 1
+            totals.latency_count += 1
+            totals.latency_sum += latency_s
             totals.latency_sq += latency_s * latency_s
             # What this version ran while each other version was running too: the error-rate
             # comparison weighs errors only over time both could err (see Metrics.comparison).

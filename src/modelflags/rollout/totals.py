@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from modelflags.rollout.evidence import Counts, Moments
-from modelflags.telemetry.histogram import LatencyHistogram
 
 __all__ = ["OutcomeTotals", "RunningTotals", "Totals"]
 
@@ -114,7 +113,9 @@ class RunningTotals:
         "errors",
         "fallbacks",
         "latency",
+        "latency_count",
         "latency_sq",
+        "latency_sum",
         "outcomes",
         "requests",
         "skipped",
@@ -127,7 +128,10 @@ class RunningTotals:
         self.errors = 0
         self.fallbacks = 0
         self.skipped = 0
-        self.latency = LatencyHistogram()
+        # histogram bucket (the layout of LatencyHistogram) -> count, and the seconds' sums
+        self.latency: dict[int, int] = {}
+        self.latency_count = 0
+        self.latency_sum = 0.0
         self.latency_sq = 0.0
         # name -> [count, total, total of squares, 1.0 while every value was 0 or 1]
         self.outcomes: dict[str, list[float]] = {}
@@ -141,14 +145,13 @@ class RunningTotals:
         if alongside is not None:
             calls, errors = self.alongside.get(alongside, (0, 0))
             paired = Counts(calls, errors)
-        latency = self.latency
         return Totals(
             requests=self.requests,
             errors=self.errors,
             fallbacks=self.fallbacks,
             skipped=self.skipped,
-            latency=latency.counts(),
-            latency_moments=Moments(latency.count, latency.total, self.latency_sq),
+            latency=MappingProxyType(dict(self.latency)),
+            latency_moments=Moments(self.latency_count, self.latency_sum, self.latency_sq),
             outcomes=MappingProxyType(
                 {
                     name: OutcomeTotals(Moments(int(count), total, total_sq), binary == 1.0)
