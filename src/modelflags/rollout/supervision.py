@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from modelflags.errors import InvalidActionError
 from modelflags.registry import ModelSpec
 from modelflags.registry.guardrails import GuardrailRules
+from modelflags.rollout.explain import ActionSink, describe, detail
 from modelflags.rollout.guardrails import Guardrails
 from modelflags.rollout.impact import ImpactWatch
 from modelflags.rollout.metrics import Metrics, MetricsRecorder, VersionMetrics
@@ -47,22 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["ActionSink", "Supervisor"]
 
 logger = logging.getLogger(__name__)
-
-
-class ActionSink(Protocol):
-    """Where rollbacks, releases and decisions on proposals are recorded (the decision log)."""
-
-    def action(
-        self,
-        action: str,
-        model: str,
-        version: str | None,
-        *,
-        by: str,
-        reason: str,
-        **detail: str | float | int | None,
-    ) -> None:
-        """Record one action; never blocks, never raises."""
 
 
 class Supervisor:
@@ -270,7 +254,7 @@ class Supervisor:
         if sink is None:
             return
         try:
-            sink.action(action, model, version, by=by, reason=reason, **_detail(breach))
+            sink.action(action, model, version, by=by, reason=reason, **detail(breach))
         except Exception:
             logger.exception("recording the %s of model %r failed", action, model)
 
@@ -394,7 +378,7 @@ class Supervisor:
         breach = breaches[0]
         with self._lock:
             self._fired[(breach.model, breach.version)] = list(breaches)
-        rule_text = "; ".join(_describe(each) for each in breaches)
+        rule_text = "; ".join(describe(each) for each in breaches)
         model_rules = self.guardrails.rules.get(breach.model)
         candidate = breach.version != self._lkg(breach.model)
         if breach.action == "rollback" and candidate:
@@ -443,40 +427,3 @@ class Supervisor:
                 self.check()
             except Exception:
                 logger.exception("guardrail check failed")
-
-
-def _describe(breach: Breach) -> str:
-    """One breach for a log line or a rollback reason: the evidence, or the figures."""
-    evidence = breach.evidence
-    if evidence is not None:
-        return evidence.summary()
-    return (
-        f"{breach.rule} {breach.observed:.4g} against {breach.threshold:.4g} "
-        f"({breach.requests} of {breach.version}, {breach.lkg_requests} of {breach.lkg})"
-    )
-
-
-def _detail(breach: Breach | None) -> dict[str, str | float | int | None]:
-    """The evidence of ``breach`` as decision-log fields (infinite bounds as ``None``)."""
-    if breach is None:
-        return {}
-    evidence = breach.evidence
-    detail: dict[str, str | float | int | None] = {"rule": breach.rule}
-    if evidence is None:
-        return {**detail, "observed": breach.observed, "threshold": breach.threshold}
-
-    def finite(value: float | None) -> float | None:
-        return value if value is not None and math.isfinite(value) else None
-
-    return {
-        **detail,
-        "quantity": evidence.quantity,
-        "estimate": finite(evidence.estimate),
-        "lower": finite(evidence.lower),
-        "upper": finite(evidence.upper),
-        "limit": evidence.limit,
-        "alpha": evidence.alpha,
-        "candidate_count": evidence.candidate_count,
-        "baseline_count": evidence.baseline_count,
-        "method": evidence.method,
-    }
