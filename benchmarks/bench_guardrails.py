@@ -8,7 +8,8 @@ Prints:
   which shows how much of the difference this machine's noise alone makes;
 - ``Metrics.record_call`` alone, in nanoseconds per call, and what it and the ``perf_counter``
   pair add to one ``predict`` (the overhead computed instead of measured);
-- ``Guardrails.check`` on a model with three versions' traffic spread over the whole window;
+- ``Guardrails.check`` on a model with three versions (two candidates) and three rules, each a
+  sequential test on the running totals (and ``Metrics.snapshot`` of the window, for scale);
 - ``DecisionLog.log`` and, when the OpenTelemetry SDK is installed, ``OpenTelemetryMetrics``.
 
 Run: ``python benchmarks/bench_guardrails.py`` (about 30 seconds).
@@ -118,8 +119,8 @@ def guardrails_check() -> None:
     check_us = per_call_ns(lambda: guardrails.check("recommender", "v1", versions), 300) / 1e3
     snapshot_us = per_call_ns(lambda: metrics.snapshot("recommender"), 300) / 1e3
     print(
-        f"Guardrails.check {check_us:7.1f} us (3 versions x 12 slices, 36,000 calls in window; "
-        f"of which snapshot {snapshot_us:.1f} us)"
+        f"Guardrails.check {check_us:7.1f} us (2 candidates x 3 rules on running totals of "
+        f"36,000 calls) | Metrics.snapshot of the window {snapshot_us:.1f} us"
     )
 
 

@@ -5,15 +5,16 @@ Everything runs in a temporary folder, with flagd's provider in FILE mode (no se
 1. two scikit-learn models are trained: ``v1`` on today's labels, and a candidate ``v2`` on
    last quarter's labels, so it is wrong more often. ``v2`` is also slower: the registry loads it
    through a loader that puts a 3 ms feature lookup in front of it;
-2. the registry gives the model guardrails: a p95 latency limit, and a limit on how far the
-   "click" outcome may drop below the last known good version's, with small traffic and time
-   gates so that the example finishes in seconds;
+2. the registry gives the model guardrails against the last known good version: its p95
+   latency may be at most 50% higher, and its "click" rate at most 10% lower. Each rule is a
+   sequential test: it fires when the whole confidence interval lies beyond the tolerance, and
+   the chance of a false rollback over the whole canary is at most ``alpha``;
 3. a background thread sends traffic: ``get_model``, ``predict``, then ``record_outcome`` with a
    click when the recommendation was right;
 4. ``flags.canary(...)`` moves the flag file through 10 %, 50 % and 100 % with a
    ``FlagdFileActuator``. A guardrail fires, the canary rolls the flag file back to ``v1``, and
-   the timeline shows the evidence: the rule, what was observed against the limit, and how many
-   requests each version had.
+   the timeline shows the evidence: the rule, what was observed against the limit, how many
+   requests each version had, and the test's estimate and confidence interval.
 
 Run: ``python examples/guarded_canary.py`` (a few seconds).
 """
@@ -48,10 +49,9 @@ USERS = 2000
 LOOKUP_S = 0.003
 """The candidate's extra latency per call: a slow feature lookup."""
 GUARDRAILS = """\
-max_p95_latency_ms = 2.0
-max_outcome_drop = { name = "click", relative = 0.1 }
-min_requests = 50
-sustained_s = 1.0
+max_latency_increase = { relative = 0.5, quantile = 0.95 }
+max_outcome_drop = { name = "click", relative = 0.1, kind = "binary" }
+alpha = 0.05
 window_s = 10.0
 action = "rollback"
 """
@@ -194,16 +194,28 @@ def served_now(flags: ModelFlags) -> Counter[str]:
     return Counter(flags.get_model(MODEL, {"id": f"user-{u}"}).version for u in range(USERS))
 
 
+def percent(value: float | None) -> str:
+    """``+12%``, or ``n/a``."""
+    return "n/a" if value is None else f"{value:+.0%}"
+
+
 def evidence(breach: Breach) -> str:
-    """A breach in words: the rule, observed against limit, and the traffic on both sides."""
-    unit = " ms" if breach.rule == "max_p95_latency_ms" else ""
+    """A breach in words: the rule, observed against limit, the traffic on both sides, and the
+    sequential test's estimate and confidence interval against the tolerance."""
+    unit = " ms" if "latency" in breach.rule else ""
     lkg = "no traffic" if breach.lkg_observed is None else f"{breach.lkg_observed:.3g}{unit}"
-    return (
+    text = (
         f"{breach.rule}: {breach.version} observed {breach.observed:.3g}{unit} against a limit "
         f"of {breach.threshold:.3g}{unit} ({breach.lkg}: {lkg}); {breach.requests} requests of "
-        f"{breach.version}, {breach.lkg_requests} of {breach.lkg} in the last "
-        f"{breach.window_s:g} s; breaching for {breach.fired_at - breach.since:.1f} s"
+        f"{breach.version}, {breach.lkg_requests} of {breach.lkg} in {breach.window_s:.1f} s"
     )
+    stats = breach.evidence
+    if stats is not None:
+        text += (
+            f"; {stats.quantity} {percent(stats.estimate)} in [{percent(stats.lower)}, "
+            f"{percent(stats.upper)}], tolerance {percent(stats.limit)}, alpha {stats.alpha:g}"
+        )
+    return text
 
 
 def timeline(

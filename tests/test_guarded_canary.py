@@ -273,18 +273,21 @@ def test_the_example_rolls_back_its_slow_and_worse_candidate() -> None:
     assert "before the canary: v1 100% of 2000 users" in out
     assert re.search(r"stage 10 %: flag file split v1 90 %, v2 10 %", out)
     fired = re.findall(
-        r"guardrail fired: (max_p95_latency_ms|max_outcome_drop): v2 observed ([\d.]+)(?: ms)? "
+        r"guardrail fired: (max_latency_increase|max_outcome_drop): v2 observed ([\d.]+)(?: ms)? "
         r"against a limit of ([\d.]+)(?: ms)? \(v1: [\d.]+(?: ms)?\); (\d+) requests of v2, "
-        r"(\d+) of v1",
+        r"(\d+) of v1 in [\d.]+ s; relative change of (?:the mean|p95) [-+\d]+% in \[([-+\d]+)%, "
+        r"([-+\d]+|\+inf)%\], tolerance ([-+\d]+)%, alpha 0\.0\d+",
         out,
     )
     assert fired, out
-    for rule, observed, limit, v2_requests, v1_requests in fired:
-        if rule == "max_p95_latency_ms":
+    for rule, observed, limit, v2_requests, v1_requests, lower, upper, tolerance in fired:
+        if rule == "max_latency_increase":
             assert float(observed) > float(limit)
+            assert float(lower) > float(tolerance)  # the whole interval above the tolerance
         else:
             assert float(observed) < float(limit)
-        assert int(v2_requests) >= 50 and int(v1_requests) >= 50
+            assert float(upper) < float(tolerance)  # the whole interval below it
+        assert int(v2_requests) > 0 and int(v1_requests) > 0
     assert re.search(r"the canary sees the breach at (10|50|100) %", out)
     assert "the canary rolled the flag file back: everyone on v1" in out
     assert "flag file now: defaultVariant 'v1', targeting {}" in out
@@ -696,7 +699,7 @@ def test_the_lkg_does_not_flip_back_and_forth_under_a_steady_split(
     api.set_provider_and_wait(split_provider())
     seen = Events()
     with ModelFlags(
-        registry("good", sustained_s=1, window_s=10),
+        registry("good", promote_after_s=1, window_s=10),
         clock=clock,
         guardrail_interval=3600,
         listeners=[seen],
@@ -712,7 +715,7 @@ def test_the_lkg_does_not_flip_back_and_forth_under_a_steady_split(
 
 class ObservingActuator:
     """A flag-file actuator that, at each stage, sends the candidate healthy traffic for longer
-    than ``sustained_s`` of the fake clock, checking the guardrails as it goes, and records the
+    than ``promote_after_s`` of the fake clock, checking the guardrails as it goes, and records the
     LKG after each check while the canary is running."""
 
     def __init__(self, flags: ModelFlags, path: Path, clock: FakeClock) -> None:
@@ -748,7 +751,7 @@ def test_a_candidate_is_not_promoted_before_its_canary_completes(
 ) -> None:
     """During a canary the baseline stays the LKG at every check of every stage."""
     with ModelFlags(
-        registry("good", sustained_s=1, window_s=10), clock=clock, guardrail_interval=3600
+        registry("good", promote_after_s=1, window_s=10), clock=clock, guardrail_interval=3600
     ) as flags:
         actuator = ObservingActuator(flags, flag_file, clock)
         result = flags.canary(
@@ -807,7 +810,7 @@ def test_an_interrupted_canary_does_not_hold_promotions_back_forever(
     """After a canary interrupted by Ctrl-C, a version the flag then serves to everyone is
     promoted once it has held its guardrails."""
     with ModelFlags(
-        registry("good", sustained_s=1, window_s=10), clock=clock, guardrail_interval=3600
+        registry("good", promote_after_s=1, window_s=10), clock=clock, guardrail_interval=3600
     ) as flags:
         canary = flags.canary(
             "m", "v2", InterruptedActuator(flag_file, 50), stages=[10, 50], stage_seconds=0

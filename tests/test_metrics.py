@@ -212,3 +212,75 @@ def test_fits_the_recorder_protocol(metrics: Metrics) -> None:
     assert isinstance(snapshot, VersionMetrics)
     with pytest.raises(AttributeError):
         snapshot.requests = 3  # type: ignore[misc]
+
+
+# -- running totals (the guardrails' sequential tests read them) --------------------------------
+
+
+def test_running_totals_keep_everything_since_the_series_started(
+    metrics: Metrics, clock: FakeClock
+) -> None:
+    """Unlike the window, the totals forget nothing: calls, errors, skipped calls, latency
+    buckets and sums, and each outcome's count, sum, sum of squares and whether it is 0/1."""
+    for index in range(100):
+        metrics.record_call("m", "v2", 0.01 * (1 + index % 2), index < 5, index >= 90)
+        metrics.record_outcome("m", "v2", "click", float(index % 4 == 0))
+    metrics.record_outcome("m", "v2", "revenue", 2.5)
+    clock.advance(3600.0)
+
+    totals = metrics.totals("m", "v2")
+
+    assert totals is not None and metrics.snapshot("m") == {}
+    assert (totals.requests, totals.errors, totals.skipped, totals.fallbacks) == (100, 5, 10, 10)
+    assert totals.ran == 90 and totals.errors_counts.rate == pytest.approx(5 / 90)
+    assert sum(totals.latency.values()) == totals.latency_moments.count == 90
+    assert totals.latency_moments.total == pytest.approx(45 * 0.01 + 45 * 0.02)
+    click = totals.outcomes["click"]
+    assert (click.moments.count, click.moments.total, click.binary) == (100, 25.0, True)
+    revenue = totals.outcomes["revenue"]
+    assert (revenue.moments.total_sq, revenue.binary) == (6.25, False)
+    assert totals.started == 1000.0
+    assert metrics.totals("m", "v9") is None
+
+
+def test_a_comparison_covers_the_same_period_on_both_sides(
+    metrics: Metrics, clock: FakeClock
+) -> None:
+    """The LKG's calls before the candidate's first one are left out of the comparison; a
+    version reset since starts over on its side."""
+    for _ in range(500):
+        metrics.record_call("m", "v1", 0.01, False, False)
+    clock.advance(10.0)
+    for _ in range(30):
+        metrics.record_call("m", "v2", 0.01, False, False)
+        metrics.record_call("m", "v1", 0.01, True, False)
+
+    candidate, baseline = metrics.comparison("m", "v2", "v1")
+
+    assert (candidate.requests, baseline.requests, baseline.errors) == (30, 30, 30)
+    assert candidate.started == 1010.0
+    metrics.reset("m", "v1")
+    metrics.record_call("m", "v1", 0.01, False, False)
+    assert metrics.comparison("m", "v2", "v1")[1].requests == 1
+    assert metrics.comparison("m", "v3", "v1")[0].requests == 0
+
+
+def test_the_baseline_counts_alongside_only_while_the_candidate_runs(metrics: Metrics) -> None:
+    """Calls the LKG runs while the candidate's last call was answered by the LKG (quarantine)
+    are not in its ``alongside`` counts: the error-rate comparison weighs both over the same
+    time."""
+    metrics.record_call("m", "v2", 0.01, False, False)  # the candidate runs
+    for _ in range(10):
+        metrics.record_call("m", "v1", 0.01, False, False)
+    metrics.record_call("m", "v2", 0.01, True, True)  # it fails: the LKG answers
+    metrics.record_call("m", "v2", 0.0, False, True)  # quarantined: skipped
+    for _ in range(5):
+        metrics.record_call("m", "v1", 0.01, True, False)
+    metrics.record_call("m", "v2", 0.01, False, False)  # running again
+    metrics.record_call("m", "v1", 0.01, True, False)
+
+    _, baseline = metrics.comparison("m", "v2", "v1")
+
+    assert (baseline.requests, baseline.errors) == (16, 6)
+    assert baseline.alongside is not None
+    assert (baseline.alongside.trials, baseline.alongside.events) == (11, 1)

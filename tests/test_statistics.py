@@ -25,6 +25,7 @@ from modelflags.rollout.statistics import (
     MeanComparison,
     Moments,
     QuantileComparison,
+    QuantileLimit,
     RateComparison,
     RateLimit,
     latency_bucket_bounds,
@@ -356,6 +357,67 @@ def test_quantile_bounds_cover_the_true_p95_and_breach_on_a_real_slowdown() -> N
     assert slow.lower < 0.3 < slow.upper and slow.breached
     assert same.lower < 0.0 < same.upper and not same.breached
     assert slow.quantity == "relative change of p95"
+
+
+def test_quantile_limit_breaches_only_when_the_lower_bound_passes_the_limit() -> None:
+    """p95 of lognormal latencies is 45.5 ms: a 40 ms limit is breached on 5,000 calls, a 50 ms
+    one is not, and a handful of calls decides nothing either way."""
+    rng = np.random.default_rng(6)
+    counts = buckets(rng.lognormal(np.log(0.02), 0.5, 5_000))
+    tight = QuantileLimit("p95", 0.040).evaluate(counts)
+    loose = QuantileLimit("p95", 0.050).evaluate(counts)
+    few = QuantileLimit("p95", 0.040).evaluate(buckets(rng.lognormal(np.log(0.02), 0.5, 5)))
+    assert tight.breached and tight.lower > 0.040 and tight.quantity == "p95"
+    assert not loose.breached and loose.lower < 0.0455 < loose.upper
+    assert few.decided and not few.breached and few.upper == math.inf
+    assert not QuantileLimit("p95", 0.04).evaluate({}).decided
+    assert "Howard & Ramdas" in tight.method
+
+
+def test_quantile_limit_false_alarms_stay_within_alpha_at_the_limit() -> None:
+    """The true p95 exactly at the limit, checked after every 200 calls up to 6,000: breaches
+    in at most alpha of 60 runs (the bounds are exact; this guards against gross errors)."""
+    rng = np.random.default_rng(105)
+    limit = 0.02 * math.exp(0.5 * 1.6448536269514722)
+    test = QuantileLimit("p95", limit, alpha=ALPHA)
+    alarms = 0
+    for _ in range(60):
+        counts: dict[int, int] = {}
+        breached = False
+        for _ in range(30):
+            for index, count in buckets(rng.lognormal(np.log(0.02), 0.5, 200)).items():
+                counts[index] = counts.get(index, 0) + count
+            breached = breached or test.evaluate(counts).breached
+        alarms += breached
+    assert alarms <= margin(60)
+
+
+def test_rates_apart_bound_each_side_on_its_own_and_keep_alpha() -> None:
+    """``evaluate_apart`` (a baseline that no longer grows) breaches on a doubled rate, holds
+    on an equal one, and in 120 simulated comparisons of equal rates at the tolerance's edge it
+    breaches in at most alpha of them."""
+    test = RateComparison("errors", alpha=0.05, relative=0.5)
+    doubled = test.evaluate_apart(Counts(50_000, 1_000), Counts(50_000, 500))
+    equal = test.evaluate_apart(Counts(50_000, 500), Counts(50_000, 500))
+    assert doubled.breached and doubled.lower > 0.5
+    assert not equal.breached and equal.lower < 0.0 < equal.upper < 0.5
+    assert not test.evaluate_apart(Counts(0, 0), Counts(10, 1)).decided
+    both = RateComparison("errors", alpha=0.05, relative=0.5, absolute=0.02)
+    assert not both.evaluate_apart(Counts(50_000, 1_000), Counts(50_000, 500)).breached
+
+    rng = np.random.default_rng(106)
+    at_edge = RateComparison("errors", alpha=ALPHA, relative=0.5)
+    alarms = 0
+    for _ in range(120):
+        before = Counts(20_000, int(rng.binomial(20_000, 0.01)))
+        trials = events = 0
+        breached = False
+        for _ in range(20):
+            trials += 1_000
+            events += int(rng.binomial(1_000, 0.015))
+            breached = breached or at_edge.evaluate_apart(Counts(trials, events), before).breached
+        alarms += breached
+    assert alarms <= margin(120)
 
 
 def test_quantile_comparison_gives_no_verdict_without_latencies_on_both_sides() -> None:

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from modelflags.serving.shadow import compare
-from modelflags.telemetry.histogram import LatencyHistogram, LatencySummary
+from modelflags.telemetry.histogram import (
+    FLOOR_S,
+    GROWTH,
+    LatencyHistogram,
+    LatencySummary,
+    bucket_bounds,
+    bucket_index,
+)
 
 QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 
@@ -174,3 +181,22 @@ def test_compare_nan_in_both_outputs_keeps_differences_finite() -> None:
     result = compare(np.array([0.25, np.nan]), np.array([0.5, np.nan]))
     assert math.isfinite(result.abs_diff_sum) and result.abs_diff_sum == pytest.approx(0.25)
     assert result.abs_diff_max == pytest.approx(0.25)
+
+
+def test_the_bucket_layout_is_public_and_counts_are_a_read_only_copy() -> None:
+    """``bucket_index`` and ``bucket_bounds`` describe where ``add`` counts a duration, and
+    ``counts()`` hands out a copy that cannot change the histogram."""
+    histogram = LatencyHistogram()
+    for seconds in (0.0, 1e-6, 0.0105, 0.0105, 2.0):
+        histogram.add(seconds)
+        low, high = bucket_bounds(bucket_index(seconds))
+        assert low < seconds <= high or (seconds <= FLOOR_S and low == 0.0)
+    histogram.add_at(bucket_index(0.5), 0.5)
+
+    counts = histogram.counts()
+
+    assert counts == {0: 2, bucket_index(0.0105): 2, bucket_index(2.0): 1, bucket_index(0.5): 1}
+    assert sum(counts.values()) == histogram.count == 6
+    with pytest.raises(TypeError):
+        counts[0] = 5  # type: ignore[index]
+    assert bucket_bounds(2)[1] / bucket_bounds(2)[0] == pytest.approx(GROWTH)

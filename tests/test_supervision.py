@@ -153,7 +153,8 @@ def test_sustained_error_rate_rolls_back_once_and_release_restores(
 def test_a_blip_shorter_than_sustained_s_does_not_roll_back(
     registry: Callable[..., Path], set_flags: Callable[..., None], clock: FakeClock
 ) -> None:
-    """Errors that stop before sustained_s never fire."""
+    """Errors that stop before sustained_s never fire: healthy calls afterwards bring the
+    error rate's interval back under the limit before the breach has held that long."""
     set_flags(m="v2")
     with ModelFlags(
         registry(**{**GUARDRAILS, "window_s": 10, "sustained_s": 20}),
@@ -162,11 +163,13 @@ def test_a_blip_shorter_than_sustained_s_does_not_roll_back(
         backoff=NO_QUARANTINE,
         guardrail_interval=3600,
     ) as flags:
-        serve(flags, 40, bad_share=0.5)
-        flags.check_guardrails()
-        clock.advance(12)  # the bad calls left the 10 s window
-        serve(flags, 40, bad_share=0.0)
-        flags.check_guardrails()
+        serve(flags, 40, bad_share=0.25)
+        assert flags.check_guardrails() == []  # the breach starts now
+        assert flags.guardrail_report("m")[0].verdict == "breaching"
+        clock.advance(12)
+        serve(flags, 200, bad_share=0.0)
+        assert flags.check_guardrails() == []
+        assert flags.guardrail_report("m")[0].verdict == "holding"
         clock.advance(12)
         serve(flags, 40, bad_share=0.0)
         assert flags.check_guardrails() == []

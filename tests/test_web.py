@@ -472,7 +472,7 @@ def test_the_overview_shows_split_lkg_proposals_and_guardrails(
     propose_rollback(flags)
     data = client.get("/api/status", headers=BEARER).json()
     model = data["models"][MODEL]
-    assert model["lkg"] == "v1" and model["requests"] == 80
+    assert model["lkg"] == "v1" and model["requests"] == 600
     assert [(p["version"], p["share"]) for p in model["split"]] == [("v1", 0.5), ("v2", 0.5)]
     assert [p["version"] for p in model["proposals"]] == ["v2"]
     assert model["guardrails"]["verdict"] == "fired"
@@ -497,7 +497,7 @@ def test_the_model_page_shows_evidence_series_lineage_and_decisions(
     assert rule["estimate"] < rule["limit"] < rule["lkg_estimate"]
     assert set(data["series"]) == {"v1", "v2"}
     assert data["lineage"]["v1"]["metadata"]["git_commit"] == "4e1d0c2"
-    assert data["outcomes"]["v1"]["correct"]["count"] == 40
+    assert data["outcomes"]["v1"]["correct"]["count"] == 300
     assert data["decisions"] and data["decisions"][-1]["model"] == MODEL
     assert data["drift"] is None and data["shadow"] == []
     page = client.get(f"/models/{MODEL}", headers=BEARER).text

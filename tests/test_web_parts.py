@@ -108,7 +108,7 @@ def test_the_history_is_bounded_and_holds_each_versions_points(flags: ModelFlags
     history = sampler.history(MODEL)
     assert [at for at, _ in history] == [8.0, 10.0, 12.0, 14.0, 16.0]
     points = history[-1][1]
-    assert (points["v1"].requests, points["v2"].requests) == (40, 40)
+    assert (points["v1"].requests, points["v2"].requests) == (300, 300)
     assert points["v1"].outcomes["correct"] > points["v2"].outcomes["correct"]
 
 
@@ -384,7 +384,7 @@ def test_fetch_status_reads_a_running_page_and_formats_it(flags: ModelFlags) -> 
     assert "wrong-token" not in str(refused.value)
     text = format_status(data)
     assert "churn  flag churn  LKG v1  guardrails fired" in text
-    assert "answered: v1 50.0%, v2 50.0% (80 requests in 60 s)" in text
+    assert "answered: v1 50.0%, v2 50.0% (600 requests in 60 s)" in text
     assert "rollback of v2 proposed (max_outcome_drop" in text
     assert "flag source InMemoryProvider: ready" in text
 

@@ -59,10 +59,13 @@ def serve(flags: ModelFlags, count: int, *, seed: int = 0, prefix: str = "user")
 
 
 def propose_rollback(flags: ModelFlags) -> None:
-    """Traffic on v1 (pinned) and v2 (flagged) until the guardrail proposes rolling v2 back."""
-    with flags.override(**{MODEL: "v1"}):
-        serve(flags, 40, seed=1)
-    serve(flags, 40, seed=2)
+    """Traffic on v1 (pinned) and v2 (flagged) side by side, as in a canary (the guardrails
+    compare the versions over the time both served), until the guardrail proposes rolling v2
+    back."""
+    for round_ in range(30):
+        with flags.override(**{MODEL: "v1"}):
+            serve(flags, 10, seed=100 + round_, prefix="lkg")
+        serve(flags, 10, seed=200 + round_)
     breaches = flags.check_guardrails()
     assert [(b.version, b.rule) for b in breaches] == [("v2", "max_outcome_drop")]
     assert [p.version for p in flags.status()[MODEL].proposals] == ["v2"]

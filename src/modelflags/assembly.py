@@ -269,7 +269,12 @@ def assemble(
     policy.provider_set = feed.provider_set
     if warm.enabled:
         policy.prewarmer = Prewarmer(
-            policy.selects, keeper.needs_load, keeper.prewarm, events.emit, sample=warm.sample
+            policy.selects,
+            keeper.needs_load,
+            keeper.prewarm,
+            events.emit,
+            sample=warm.sample,
+            settled=keeper.settle,
         )
         for name, model in models.items():
             if model.ring is not None:

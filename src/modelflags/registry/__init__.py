@@ -17,7 +17,12 @@ from modelflags.registry.compat import (
     check_sklearn_warning,
 )
 from modelflags.registry.files import load_registry
-from modelflags.registry.guardrails import GuardrailRules, OutcomeDrop
+from modelflags.registry.guardrails import (
+    ErrorRateIncrease,
+    GuardrailRules,
+    LatencyIncrease,
+    OutcomeDrop,
+)
 from modelflags.registry.records import STAGES, Environment, HistoryEntry, Lineage, Stage
 from modelflags.registry.schema import REMOTE_SCHEMES, ModelSpec, Registry, VersionSpec
 from modelflags.registry.versions import Promoted, Registered, promote, register
@@ -28,8 +33,10 @@ __all__ = [
     "CompatPolicy",
     "CompatVerdict",
     "Environment",
+    "ErrorRateIncrease",
     "GuardrailRules",
     "HistoryEntry",
+    "LatencyIncrease",
     "Lineage",
     "ModelSpec",
     "OutcomeDrop",

@@ -1,12 +1,20 @@
 """Rollback impact: after a rollback, is the breached figure back at the LKG's level?
 
 Rolling back removes the version; it does not prove the version was the cause. After each
-rollback that a breach caused, the breached rule's figure is watched on the version now serving
-(the LKG). Once a whole window of traffic has passed since the rollback (so the window holds only
-post-rollback calls) with at least ``min_requests`` calls, the figure is judged against the same
-rule: within it, ``RollbackVerified``; still beyond it, ``RollbackIneffective`` (the regression
-persists on the LKG too, so the cause is likely infrastructure or data). A watch that sees too
-little traffic for ten windows is dropped with a log line.
+rollback that a breach caused, the breached rule is judged again on the version now serving (the
+LKG), with the rule's own test (:meth:`Judges.after_rollback
+<modelflags.rollout.judges.Judges.after_rollback>`): the LKG's totals since the rollback
+("after") against its totals over the comparison that breached ("before", which no longer
+grows), or against the absolute limit for an SLO rule:
+
+- the whole confidence interval within the rule's tolerance (the served version is confidently
+  no worse than the LKG was, or confidently within the limit): ``RollbackVerified``;
+- the whole interval beyond it (the LKG itself is now confidently worse than it was, or beyond
+  the limit): ``RollbackIneffective``, the regression persists on the LKG too, so the cause is
+  likely infrastructure or data, not the version.
+
+Each verdict has the rule's share of alpha as its error rate, however often it is checked. A
+watch still undecided after ten ``window_s`` is dropped with a log line.
 """
 
 from __future__ import annotations
@@ -16,8 +24,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from modelflags.registry.guardrails import GuardrailRules
-from modelflags.rollout.metrics import Metrics, VersionMetrics
+from modelflags.rollout.judges import Judges
+from modelflags.rollout.metrics import Metrics
+from modelflags.rollout.statistics import Evidence
+from modelflags.rollout.totals import Totals
 from modelflags.telemetry.events import (
     Breach,
     Event,
@@ -37,6 +47,8 @@ class _Watch:
     breach: Breach
     served: str
     since: float
+    before: Totals
+    start: Totals | None
 
 
 class ImpactWatch:
@@ -54,60 +66,69 @@ class ImpactWatch:
         self._lock = threading.Lock()
         self._watches: list[_Watch] = []
 
-    def watch(self, breach: Breach, served: str) -> None:
-        """Start watching ``breach.rule`` on ``served`` (the LKG after the rollback)."""
+    def watch(self, breach: Breach, served: str, before: Totals | None) -> None:
+        """Start watching ``breach.rule`` on ``served`` (the LKG after the rollback);
+        ``before`` is its totals over the comparison that breached."""
+        start = self._metrics.totals(breach.model, served)
+        watch = _Watch(breach, served, self._clock(), before or Totals(), start)
         with self._lock:
-            self._watches.append(_Watch(breach, served, self._clock()))
+            self._watches.append(watch)
 
-    def check(self, rules_of: Callable[[str], GuardrailRules | None]) -> None:
-        """Judge every watch whose post-rollback window is complete."""
+    def pending(self, model: str) -> int:
+        """How many rollbacks of ``model`` are still being watched."""
+        with self._lock:
+            return sum(1 for watch in self._watches if watch.breach.model == model)
+
+    def check(self, judges_of: Callable[[str], Judges | None]) -> None:
+        """Judge every watch; emit and drop those with a verdict."""
         now = self._clock()
         with self._lock:
             watches = list(self._watches)
         done: list[_Watch] = []
         for watch in watches:
             breach = watch.breach
-            rules = rules_of(breach.model)
-            if rules is None:
+            judges = judges_of(breach.model)
+            if judges is None:
                 done.append(watch)
                 continue
-            if now - watch.since < rules.window_s:
-                continue
-            figures = self._metrics.snapshot(breach.model, window_s=rules.window_s)
-            current = figures.get(watch.served)
-            reading = _figure(breach, rules, current)
-            if reading is None:
-                if now - watch.since >= _PATIENCE_WINDOWS * rules.window_s:
+            after = self._after(watch)
+            metric = _metric(breach, judges)
+            reading = judges.after_rollback(breach.rule, metric, after, watch.before)
+            evidence = None if reading is None else reading.evidence
+            verified = evidence is not None and evidence.decided and _within(evidence)
+            if evidence is None or not (evidence.breached or verified):
+                if now - watch.since >= _PATIENCE_WINDOWS * judges.rules.window_s:
                     logger.info(
-                        "model %r: too little traffic on %r to judge the rollback of %r; "
+                        "model %r: no verdict on the rollback of %r after %.0f s (%s); "
                         "stopped watching",
                         breach.model,
-                        watch.served,
                         breach.version,
+                        now - watch.since,
+                        "no such rule" if evidence is None else evidence.summary(),
                     )
                     done.append(watch)
                 continue
-            after, within, requests = reading
-            kind = RollbackVerified if within else RollbackIneffective
+            assert reading is not None
+            kind = RollbackVerified if verified else RollbackIneffective
             event = kind(
                 breach.model,
                 breach.version,
                 watch.served,
                 breach.rule,
                 breach.lkg_observed,
-                after,
-                requests,
+                reading.observed,
+                evidence.candidate_count,
+                evidence,
             )
-            level = logging.INFO if within else logging.ERROR
             logger.log(
-                level,
-                "model %r: after rolling back %r, %s on %r is %.4g (%s)",
+                logging.INFO if verified else logging.ERROR,
+                "model %r: after rolling back %r, %s on %r: %s (%s)",
                 breach.model,
                 breach.version,
                 breach.rule,
                 watch.served,
-                after,
-                "back at the LKG's level" if within else "still beyond the rule: not the version?",
+                evidence.summary(),
+                "back at the LKG's level" if verified else "persists on the LKG: not the version?",
             )
             self._emit(event)
             done.append(watch)
@@ -120,26 +141,31 @@ class ImpactWatch:
         with self._lock:
             self._watches = [w for w in self._watches if w.breach.model != model]
 
+    def _after(self, watch: _Watch) -> Totals:
+        now = self._metrics.totals(watch.breach.model, watch.served)
+        if now is None:
+            return Totals()
+        start = watch.start
+        if start is None or now.requests < start.requests:  # its series started over
+            return now
+        return now.since(start)
 
-def _figure(
-    breach: Breach, rules: GuardrailRules, current: VersionMetrics | None
-) -> tuple[float, bool, int] | None:
-    """The served version's figure for the breached rule, whether it is within the rule, and
-    the calls behind it; ``None`` with too little traffic."""
-    if current is None or current.ran < rules.min_requests:
-        return None
-    if breach.rule == "max_error_rate" and rules.max_error_rate is not None:
-        return current.error_rate, current.error_rate <= rules.max_error_rate, current.ran
-    if breach.rule == "max_p95_latency_ms" and rules.max_p95_latency_ms is not None:
-        if current.latency_p95 is None:
-            return None
-        p95_ms = current.latency_p95 * 1000.0
-        return p95_ms, p95_ms <= rules.max_p95_latency_ms, current.ran
-    drop = rules.max_outcome_drop
-    if breach.rule == "max_outcome_drop" and drop is not None and breach.lkg_observed is not None:
-        outcome = current.outcomes.get(drop.name)
-        if outcome is None or outcome.count < rules.min_requests:
-            return None
-        lowest = breach.lkg_observed - drop.relative * abs(breach.lkg_observed)
-        return outcome.mean, outcome.mean >= lowest, outcome.count
+
+def _within(evidence: Evidence) -> bool:
+    """True when the whole interval is on the good side of the limit."""
+    if evidence.worse == "higher":
+        return evidence.upper <= evidence.limit
+    return evidence.lower >= evidence.limit
+
+
+def _metric(breach: Breach, judges: Judges) -> str | None:
+    """The metric of the test that breached (the latency rule has two)."""
+    evidence = breach.evidence
+    for rule, metric in judges.tests():
+        if rule != breach.rule:
+            continue
+        if evidence is None or rule != "max_latency_increase":
+            return metric
+        if (metric == "mean") == ("mean" in evidence.quantity):
+            return metric
     return None

@@ -1,4 +1,4 @@
-"""Per-version serving metrics over a sliding time window, in bounded memory.
+"""Per-version serving metrics: a sliding time window, and running totals for the guardrails.
 
 :class:`Metrics` keeps, for every (model, version) pair, a ring of ``buckets`` time slices of
 ``window_s / buckets`` seconds each. A call or an outcome is added to the slice of the current
@@ -7,8 +7,15 @@ nothing runs in the background and memory does not grow with traffic. A query me
 still inside the window: the current one (partly filled) and the ``buckets - 1`` before it, so the
 window spans between ``window_s - window_s / buckets`` and ``window_s`` seconds.
 
-Latency quantiles come from :class:`~modelflags.stats.LatencyHistogram` (within 1%); counts,
-sums and means are exact. Recording is O(1) and takes one short lock per (model, version).
+Beside the window, every series keeps :class:`~modelflags.rollout.totals.RunningTotals`: sums
+since the series started (its version's first call in this process, or since it was reset),
+which the guardrails' sequential tests read (:meth:`Metrics.comparison`). When a series starts it
+notes the totals every other version of the model has then, so a comparison gives both versions'
+sums over the same period, the candidate's lifetime, however long the baseline served before.
+
+Latency quantiles come from :class:`~modelflags.telemetry.histogram.LatencyHistogram` (within
+1%); counts, sums and means are exact. Recording is O(1) and takes one short lock per (model,
+version); the bucket of a latency is computed once for the window and the totals.
 """
 
 from __future__ import annotations
@@ -17,11 +24,15 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Protocol
 
-from modelflags.telemetry.histogram import LatencyHistogram
+from modelflags.rollout.totals import RunningTotals, Totals
+from modelflags.telemetry.histogram import FLOOR_S, GROWTH, LatencyHistogram
+
+_log = math.log
+_LOG_GROWTH = math.log(GROWTH)  # the same float as the histogram's, so buckets agree
 
 __all__ = ["Metrics", "MetricsRecorder", "OutcomeStats", "VersionMetrics"]
 
@@ -108,13 +119,26 @@ class _Slice:
 
 
 class _Series:
-    """The ring of slices of one (model, version) pair, and the lock that guards it."""
+    """The ring of slices of one (model, version) pair, its running totals, and the lock that
+    guards both. ``offsets`` holds, for every other version of the model that had a series when
+    this one started, that series and its totals then; ``peers`` the other series of the model
+    (replaced whole when one is added or removed); ``running`` whether this version's last call
+    ran (false while the LKG answers its calls: quarantined, rolled back, loading)."""
 
-    __slots__ = ("lock", "slices")
+    __slots__ = ("lock", "offsets", "peers", "running", "slices", "totals")
 
-    def __init__(self, buckets: int) -> None:
+    def __init__(self, buckets: int, started: float) -> None:
         self.lock = threading.Lock()
         self.slices = [_Slice() for _ in range(buckets)]
+        self.totals = RunningTotals(started)
+        self.offsets: dict[str, tuple[_Series, Totals]] = {}
+        self.peers: tuple[_Series, ...] = ()
+        self.running = True
+
+    def snapshot(self, alongside: object = None) -> Totals:
+        """The totals now; with ``alongside`` (another series), what ran while it was running."""
+        with self.lock:
+            return self.totals.snapshot(alongside)
 
 
 class Metrics:
@@ -163,16 +187,42 @@ class Metrics:
             piece = series.slices[epoch % self.buckets]
             if piece.epoch < epoch:
                 piece.restart(epoch)
+            totals = series.totals
             piece.requests += 1
+            totals.requests += 1
             if error:
                 piece.errors += 1
+                totals.errors += 1
             if fell_back:
                 piece.fallbacks += 1
+                totals.fallbacks += 1
                 if not error:
                     piece.skipped += 1
+                    totals.skipped += 1
+                    series.running = False
                     return
-            if 0.0 <= latency_s < math.inf:  # False for NaN too
-                piece.latency.add(latency_s)
+            series.running = True
+            if 0.0 <= latency_s < math.inf:  # False for NaN too: the call counts, not its time
+                # bucket_index(latency_s), inlined: this is the hot path
+                index = (
+                    0 if latency_s <= FLOOR_S else int(_log(latency_s / FLOOR_S) / _LOG_GROWTH) + 1
+                )
+                piece.latency.add_at(index, latency_s)
+                buckets = totals.latency
+                buckets[index] = buckets.get(index, 0) + 1
+                totals.latency_count += 1
+                totals.latency_sum += latency_s
+                totals.latency_sq += latency_s * latency_s
+            # What this version ran while each other version was running too: the error-rate
+            # comparison weighs errors only over time both could err (see Metrics.comparison).
+            for peer in series.peers:
+                if peer.running:
+                    counts = totals.alongside.get(peer)
+                    if counts is None:
+                        totals.alongside[peer] = [1, int(error)]
+                    else:
+                        counts[0] += 1
+                        counts[1] += error
 
     def record_outcome(self, model: str, version: str, name: str, value: float) -> None:
         """Add one value of outcome ``name`` (e.g. 1.0 for a click, 0.0 for none) to ``version``.
@@ -193,6 +243,14 @@ class Metrics:
             else:
                 sums[0] += 1
                 sums[1] += value
+            running = series.totals.outcomes.get(name)
+            if running is None:
+                running = series.totals.outcomes[name] = [0, 0.0, 0.0, 1.0]
+            running[0] += 1
+            running[1] += value
+            running[2] += value * value
+            if value != 0.0 and value != 1.0:
+                running[3] = 0.0
 
     def reset_after_fork(self) -> None:
         """In a child process just forked: fresh locks (a recording thread may have held one)."""
@@ -204,10 +262,22 @@ class Metrics:
         with self._lock:
             series = self._series.get((model, version))
             if series is None:
-                series = _Series(self.buckets)
+                series = _Series(self.buckets, self._clock())
+                others = self._by_model.setdefault(model, {})
+                # Once per version: what the others had when this one started (each under its
+                # own lock, never while recording holds one).
+                series.offsets = {other: (held, held.snapshot()) for other, held in others.items()}
                 self._series[(model, version)] = series
-                self._by_model.setdefault(model, {})[version] = series
+                others[version] = series
+                self._link(others)
             return series
+
+    @staticmethod
+    def _link(series: Mapping[str, _Series]) -> None:
+        """Give each series of one model the tuple of the others (the global lock is held)."""
+        every = tuple(series.values())
+        for held in every:
+            held.peers = tuple(other for other in every if other is not held)
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -229,6 +299,49 @@ class Metrics:
                 result[version] = merged
         return result
 
+    def versions(self, model: str, *, window_s: float | None = None) -> list[str]:
+        """The versions of ``model`` with calls or outcomes in the window (cheap: no merging)."""
+        slices = self.buckets if window_s is None else self._slices_for(window_s)
+        newest = int(self._clock() // self.slice_s)
+        oldest = newest - slices + 1
+        with self._lock:
+            versions = list(self._by_model.get(model, {}).items())
+        return [
+            version
+            for version, series in versions
+            if any(
+                oldest <= piece.epoch <= newest and (piece.requests or piece.outcomes)
+                for piece in series.slices
+            )
+        ]
+
+    def totals(self, model: str, version: str) -> Totals | None:
+        """Everything ``version`` recorded since its series started (``None``: nothing yet)."""
+        series = self._series.get((model, version))
+        return None if series is None else series.snapshot()
+
+    def comparison(self, model: str, candidate: str, baseline: str) -> tuple[Totals, Totals]:
+        """``candidate``'s totals since its series started, and ``baseline``'s over the same
+        period (empty totals for a version with nothing recorded).
+
+        The baseline's sums are its totals now less those it had when the candidate's series
+        started, when it is still the same series (a baseline reset since then counts whole).
+        Its ``alongside`` counts are the calls it ran, and their errors, while the candidate's
+        last call ran: time in which both could err. The error-rate comparison needs them: a
+        quarantine right after a candidate's error skips its next calls, and comparing its
+        errors with the baseline's over the whole time would read that gap as evidence.
+        """
+        held = self._series.get((model, candidate))
+        mine = Totals() if held is None else held.snapshot()
+        theirs_series = self._series.get((model, baseline))
+        if theirs_series is None:
+            return mine, Totals(started=mine.started)
+        theirs = theirs_series.snapshot(held)
+        offset = None if held is None else held.offsets.get(baseline)
+        if offset is not None and offset[0] is theirs_series:
+            theirs = replace(theirs.since(offset[1]), alongside=theirs.alongside)
+        return mine, theirs
+
     def reset(self, model: str, version: str | None = None) -> None:
         """Forget what was recorded for ``version`` of ``model`` (every version without one)."""
         with self._lock:
@@ -237,10 +350,17 @@ class Metrics:
             for name in names:
                 series = versions.pop(name, None)
                 self._series.pop((model, name), None)
-                if series is not None:
-                    with series.lock:
-                        for piece in series.slices:
-                            piece.restart(-1)
+                self._link(versions)
+                if series is None:
+                    continue
+                with series.lock:
+                    for piece in series.slices:
+                        piece.restart(-1)
+                for other in versions.values():  # let the forgotten series go
+                    with other.lock:
+                        other.totals.alongside.pop(series, None)
+                        if other.offsets.get(name, (None,))[0] is series:
+                            del other.offsets[name]
 
     def _slices_for(self, window_s: float) -> int:
         if not window_s > 0 or window_s > self.window_s * (1 + 1e-9):

@@ -1,9 +1,12 @@
 """Promotion: when a candidate that held its guardrails becomes the last known good version.
 
-A proven candidate of a model with guardrails is promoted once it has held them with at least
-``min_requests`` calls for ``sustained_s`` seconds, and only if it proved itself after the current
-LKG (so a steady split never makes the LKG go back and forth). Promotions of a model wait while a
-canary of it runs (:meth:`Promoter.holding`): its driver decides when the candidate is done.
+A proven candidate of a model with guardrails is promoted once it has held them (no rule
+breaching, never fired, and no estimate beyond its tolerance: a regression the tests have not
+confirmed yet must not be promoted past them) with traffic (at least ``min_requests`` calls, and
+at least one) for ``promote_after_s`` seconds in a row, and only if it proved itself after the
+current LKG (so a steady split never makes the LKG go back and forth). Promotions of a model wait
+while a canary of it runs (:meth:`Promoter.holding`): its driver decides when the candidate is
+done.
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ class Promoter:
         with self._lock:
             self._held[model] = self._held.get(model, 0) + 1
 
+    def held(self, model: str) -> bool:
+        """True while promotions of ``model`` are held back (a canary of it runs)."""
+        return bool(self._held.get(model))
+
     def unhold(self, model: str) -> None:
         """Undo one :meth:`hold`."""
         with self._lock:
@@ -78,7 +85,8 @@ class Promoter:
     def promote_healthy(
         self, model: str, lkg: str, guardrails: Guardrails, rolled_back: frozenset[str]
     ) -> None:
-        """Promote a proven candidate that held its guardrails for ``sustained_s`` with traffic."""
+        """Promote a proven candidate that held its guardrails for ``promote_after_s`` with
+        traffic."""
         rules = guardrails.rules[model]
         now = self._clock()
         if self._held.get(model):
@@ -87,9 +95,11 @@ class Promoter:
             key = (model, version)
             healthy = (
                 version != lkg
+                and verdict.active
                 and not verdict.breaching
+                and not verdict.suspect
                 and not verdict.fired
-                and verdict.requests >= rules.min_requests
+                and verdict.requests >= max(1, rules.min_requests)
                 and version not in rolled_back
             )
             if not healthy:
@@ -99,7 +109,7 @@ class Promoter:
             # Only a version that proved itself after the LKG moves up: under a steady split the
             # LKG does not go back and forth.
             proven = self._proved_after is None or self._proved_after(model, version, lkg)
-            if now - since >= rules.sustained_s and proven and self._promote is not None:
+            if now - since >= rules.promote_after_s and proven and self._promote is not None:
                 self._healthy_since.pop(key, None)
                 logger.info(
                     "model %r: version %r held its guardrails for %.0f s; promoting it",

@@ -11,15 +11,19 @@ proposed again until a person releases it, so one decision holds.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from modelflags.errors import InvalidActionError
 from modelflags.registry.guardrails import GuardrailRules
 from modelflags.telemetry.events import Breach, Event, RollbackDismissed, RollbackProposed
 from modelflags.telemetry.status import ProposalStatus
 
-__all__ = ["Proposal", "Proposals"]
+__all__ = ["Proposal", "ProposalDecisions", "Proposals"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,83 @@ class Proposals:
                 threshold=p.breach.threshold,
                 expires_in_s=None if p.expires_at is None else max(0.0, p.expires_at - now),
                 on_timeout=p.on_timeout,
+                evidence=p.breach.evidence,
             )
             for p in chosen
         ]
+
+
+class ProposalDecisions:
+    """What a person (or the confirmation timeout) decides about a proposal: confirm it (the
+    rollback happens), dismiss it (the version keeps serving), or let it expire (``on_timeout``).
+
+    Gets the supervisor's ``rollback`` and ``record`` (the decision log) and reads the LKG and the
+    rules through callables. Safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        proposals: Proposals,
+        *,
+        rollback: Callable[..., None],
+        record: Callable[..., None],
+        lkg: Callable[[str], str],
+        rules_of: Callable[[str], GuardrailRules | None],
+    ) -> None:
+        self.proposals = proposals
+        self._rollback = rollback
+        self._record = record
+        self._lkg = lkg
+        self._rules_of = rules_of
+
+    def confirm(self, model: str, version: str, *, by: str, reason: str) -> None:
+        """Carry out the proposed rollback of ``version`` (``InvalidActionError`` if none)."""
+        proposal = self.proposals.take(model, version)
+        if proposal is None:
+            raise self._no_proposal(model, version, "confirm")
+        text = f"confirmed by {by}: {reason}" if reason else f"confirmed by {by}"
+        self._rollback(model, version, reason=text, breach=proposal.breach, by=by)
+
+    def dismiss(self, model: str, version: str, *, by: str, reason: str) -> None:
+        """Keep ``version`` serving and drop its proposal (``InvalidActionError`` if none)."""
+        proposal = self.proposals.take(model, version)
+        if proposal is None:
+            raise self._no_proposal(model, version, "dismiss")
+        self.proposals.dismiss(proposal, by=by, reason=reason)
+        logger.warning("model %r: rollback of %r dismissed by %s: %s", model, version, by, reason)
+        self._record("dismiss", model, version, by=by, reason=reason, breach=proposal.breach)
+
+    def expire(self, proposal: Proposal) -> None:
+        """Follow ``on_timeout`` for a proposal nobody decided on in time."""
+        rules = self._rules_of(proposal.model)
+        timeout = (
+            0.0 if rules is None or rules.confirm_timeout_s is None else rules.confirm_timeout_s
+        )
+        reason = f"nobody decided within {timeout:g} s"
+        if proposal.on_timeout == "rollback" and proposal.version != self._lkg(proposal.model):
+            self._rollback(proposal.model, proposal.version, reason=reason, breach=proposal.breach)
+            return
+        self.proposals.dismiss(proposal, by="timeout", reason=reason)
+        logger.warning(
+            "model %r: rollback of %r not confirmed within %g s; it keeps serving",
+            proposal.model,
+            proposal.version,
+            timeout,
+        )
+        self._record(
+            "dismiss",
+            proposal.model,
+            proposal.version,
+            by="timeout",
+            reason=reason,
+            breach=proposal.breach,
+        )
+
+    def _no_proposal(self, model: str, version: str, verb: str) -> InvalidActionError:
+        waiting = [p.version for p in self.proposals.pending(model)]
+        return InvalidActionError(
+            f"model {model!r}: no rollback of {version!r} is waiting for a decision, so there is "
+            f"nothing to {verb} (waiting: {', '.join(waiting) or 'none'})",
+            model=model,
+            version=version,
+        )

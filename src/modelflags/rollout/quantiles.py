@@ -22,6 +22,9 @@ Each arm's bounds take half the rule's alpha, so with probability ``1 - alpha`` 
 together at every check; then ``lower_c / upper_b - 1`` bounds the relative change of the
 quantile from below, and a breach (that bound above the tolerance) never happens while the
 candidate's quantile is within the tolerance. Exact at every count: no minimum is needed.
+
+:class:`QuantileLimit` is the absolute form (an SLO such as "p95 at most 100 ms"): the
+candidate's lower bound alone, with the whole alpha, against the limit.
 """
 
 from __future__ import annotations
@@ -32,21 +35,26 @@ from dataclasses import dataclass
 
 from modelflags.rollout.evidence import Evidence, check_alpha, check_tolerance
 from modelflags.rollout.sequential import exceedance_threshold
+from modelflags.telemetry.histogram import bucket_bounds, bucket_index
 
-__all__ = ["QuantileComparison", "latency_bucket_bounds", "latency_bucket_index"]
+__all__ = [
+    "QuantileComparison",
+    "QuantileLimit",
+    "latency_bucket_bounds",
+    "latency_bucket_index",
+]
 
 _METHOD = (
     "quantile confidence sequences per arm, alpha/2 each (order statistics, Howard & Ramdas "
     "2022; exact binomial mixture)"
 )
-_FLOOR = 1e-6  # the layout of LatencyHistogram: its first bucket holds [0, 1 us]
-_GROWTH = math.log(1.01)
+_LIMIT_METHOD = "quantile confidence sequence (order statistics, Howard & Ramdas 2022)"
 _EDGE = 1e-9  # bucket edges are widened by this (relative) against rounding at the boundary
 
 
 def latency_bucket_index(seconds: float) -> int:
     """The bucket of :class:`~modelflags.telemetry.histogram.LatencyHistogram` for a duration."""
-    return 0 if seconds <= _FLOOR else int(math.log(seconds / _FLOOR) / _GROWTH) + 1
+    return bucket_index(seconds)
 
 
 def latency_bucket_bounds(index: int) -> tuple[float, float]:
@@ -54,12 +62,8 @@ def latency_bucket_bounds(index: int) -> tuple[float, float]:
     a hair so that every value recorded there lies inside."""
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise ValueError(f"a latency bucket index is a non-negative integer, not {index!r}")
-    if index == 0:
-        return 0.0, _FLOOR * (1.0 + _EDGE)
-    return (
-        _FLOOR * math.exp((index - 1) * _GROWTH) * (1.0 - _EDGE),
-        _FLOOR * math.exp(index * _GROWTH) * (1.0 + _EDGE),
-    )
+    low, high = bucket_bounds(index)
+    return low * (1.0 - _EDGE), high * (1.0 + _EDGE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,17 +171,73 @@ class QuantileComparison:
         )
 
     def _arm(self, counts: Mapping[int, int], arm: str) -> _Arm:
-        buckets = []
-        total = 0
-        for index, count in counts.items():
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise ValueError(
-                    f"{self.rule}: {arm} bucket {index!r} has count {count!r}, "
-                    "not a non-negative integer"
-                )
-            if count:
-                low, high = self.bounds(index)
-                buckets.append((low, high, count))
-                total += count
-        buckets.sort(key=lambda bucket: bucket[0], reverse=True)
-        return _Arm(total, tuple(buckets))
+        return _arm_of(counts, f"{self.rule}: {arm}", self.bounds)
+
+
+@dataclass(frozen=True, slots=True)
+class QuantileLimit:
+    """The candidate's ``quantile`` may not be confidently above ``limit`` (an absolute SLO).
+
+    ``limit`` is in the units of ``bounds`` (seconds for latency). A breach when the quantile's
+    lower confidence bound (the whole ``alpha``, one arm: the lower bound of the module docs)
+    passes ``limit``: while the quantile is at most ``limit``, the chance of a breach over the
+    whole comparison is at most ``alpha``. Exact at every count. Immutable: safe to share
+    between threads.
+    """
+
+    rule: str
+    limit: float
+    alpha: float = 0.05
+    quantile: float = 0.95
+    bounds: Callable[[int], tuple[float, float]] = latency_bucket_bounds
+
+    def __post_init__(self) -> None:
+        check_alpha(self.alpha)
+        check_tolerance(f"{self.rule}: limit", self.limit)
+        if not 0.0 < self.quantile < 1.0:
+            raise ValueError(
+                f"{self.rule}: quantile must be between 0 and 1, not {self.quantile!r}"
+            )
+
+    def evaluate(self, candidate: Mapping[int, int]) -> Evidence:
+        """The evidence after ``candidate``'s bucket counts since the start."""
+        arm = _arm_of(candidate, f"{self.rule}: candidate", self.bounds)
+        p0 = 1.0 - self.quantile
+        decided = arm.total > 0
+        lower = arm.lower(p0, self.alpha) if decided else -math.inf
+        upper = arm.upper(p0, self.alpha) if decided else math.inf
+        return Evidence(
+            rule=self.rule,
+            method=_LIMIT_METHOD,
+            quantity=f"p{100 * self.quantile:g}",
+            estimate=arm.estimate(self.quantile),
+            lower=lower,
+            upper=upper,
+            tolerance=self.limit,
+            limit=self.limit,
+            worse="higher",
+            alpha=self.alpha,
+            candidate_count=arm.total,
+            baseline_count=0,
+            decided=decided,
+            breached=decided and lower > self.limit,
+            note="" if decided else "no latencies yet",
+        )
+
+
+def _arm_of(
+    counts: Mapping[int, int], where: str, bounds: Callable[[int], tuple[float, float]]
+) -> _Arm:
+    buckets = []
+    total = 0
+    for index, count in counts.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(
+                f"{where} bucket {index!r} has count {count!r}, not a non-negative integer"
+            )
+        if count:
+            low, high = bounds(index)
+            buckets.append((low, high, count))
+            total += count
+    buckets.sort(key=lambda bucket: bucket[0], reverse=True)
+    return _Arm(total, tuple(buckets))

@@ -37,6 +37,10 @@ rule's alpha without a further split (Berger, "Multiparameter hypothesis testing
 sampling", Technometrics 1982).
 
 **Against a limit**: :class:`RateLimit`, the candidate's exact confidence sequence alone.
+
+**Against a baseline that no longer grows** (the LKG's figures before a rollback, against its
+figures after): :meth:`RateComparison.evaluate_apart` bounds each arm with its own exact
+confidence sequence (``alpha / 2`` each) and divides; valid however the arms were sampled.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ _METHOD = (
     "(counts as in Lindon et al. 2022)"
 )
 _DIFFERENCE_METHOD = "exact binomial confidence sequences per arm, alpha/2 each"
+_APART_METHOD = _DIFFERENCE_METHOD + " (each arm on its own)"
 _LIMIT_METHOD = "exact binomial confidence sequence (mixture of likelihood ratios)"
 
 STEP = 0.05
@@ -94,6 +99,62 @@ class RateComparison:
     def start(self) -> RateMonitor:
         """A fresh monitor for one comparison (one candidate against the baseline)."""
         return RateMonitor(self)
+
+    def evaluate_apart(self, candidate: Counts, baseline: Counts) -> Evidence:
+        """The evidence from each arm's own exact confidence sequence (``alpha / 2`` each),
+        without a monitor.
+
+        With probability ``1 - alpha`` both arms' bounds hold at every check, so the ratio lies
+        in ``[lower_c / upper_b, upper_c / lower_b]`` and the difference in ``[lower_c -
+        upper_b, upper_c - lower_b]``, however the arms were sampled: this is the test for a
+        baseline that no longer grows (the LKG's figures before a rollback, against its
+        figures after), where the monitor's conditional test learns nothing. Less powerful than
+        the monitor when both arms run side by side.
+        """
+        candidate.check(f"{self.rule}: candidate")
+        baseline.check(f"{self.rule}: baseline")
+        half = self.alpha / 2.0
+        low_c = binomial_lower(candidate.events, candidate.trials, half)
+        high_c = binomial_upper(candidate.events, candidate.trials, half)
+        low_b = binomial_lower(baseline.events, baseline.trials, half)
+        high_b = binomial_upper(baseline.events, baseline.trials, half)
+        decided = candidate.trials > 0 and baseline.trials > 0
+        rate_c, rate_b = candidate.rate, baseline.rate
+        difference = (low_c - high_b, high_c - low_b) if decided else (-math.inf, math.inf)
+        breached = decided and (self.absolute is None or difference[0] > self.absolute)
+        note = "" if decided else "no calls on one side yet"
+        if self.relative is None:
+            assert self.absolute is not None
+            quantity, tolerance, bounds = "difference of rates", self.absolute, difference
+            estimate = None if rate_c is None or rate_b is None else rate_c - rate_b
+        else:
+            quantity, tolerance = "relative change of the rate", self.relative
+            bounds = (
+                (low_c / high_b - 1.0, high_c / low_b - 1.0 if low_b > 0.0 else math.inf)
+                if decided
+                else (-math.inf, math.inf)
+            )
+            breached = breached and bounds[0] > self.relative
+            estimate = None if rate_c is None or not rate_b else rate_c / rate_b - 1.0
+            if self.absolute is not None and decided:
+                note = f"difference of rates in [{difference[0]:+.3g}, {difference[1]:+.3g}]"
+        return Evidence(
+            rule=self.rule,
+            method=_APART_METHOD,
+            quantity=quantity,
+            estimate=estimate,
+            lower=bounds[0],
+            upper=bounds[1],
+            tolerance=tolerance,
+            limit=tolerance,
+            worse="higher",
+            alpha=self.alpha,
+            candidate_count=candidate.trials,
+            baseline_count=baseline.trials,
+            decided=decided,
+            breached=breached,
+            note=note,
+        )
 
 
 class RateMonitor:

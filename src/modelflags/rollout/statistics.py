@@ -18,19 +18,20 @@ outcome drop, continuous   :class:`Moments`              :class:`MeanComparison`
 error rate increase        :class:`Counts`               :class:`RateComparison` (monitor)
 latency p95 increase       histogram bucket counts       :class:`QuantileComparison`
 latency mean increase      :class:`Moments`              :class:`MeanComparison`, "higher"
-absolute SLO (sequential)  :class:`Counts`               :class:`RateLimit`
+error rate SLO             :class:`Counts`               :class:`RateLimit`
+latency p95 SLO            histogram bucket counts       :class:`QuantileLimit`
 =========================  ============================  ===================================
 
-Each test is an immutable object with ``evaluate(candidate, baseline) -> Evidence`` (a
-:class:`RateLimit` takes the candidate only), except :class:`RateComparison`, which needs what
-happened between checks: its ``start()`` gives a :class:`RateMonitor` (one per candidate and
-rule, kept by the check) whose ``update(candidate, baseline) -> Evidence`` takes the same totals.
-Inputs are running sums kept per version *since
-the comparison started* (recording a call is a few additions); do not restart them at a new
-stage: the guarantee is for one sequence of checks, and restarting spends ``alpha`` again. The
-tests assume the metric is stable while the comparison runs: a drift both versions share (the
-time of day) biases them when the traffic share changes meanwhile, because the candidate's sums
-then weigh the later minutes more than the baseline's do.
+Each test is an immutable object with ``evaluate(candidate, baseline) -> Evidence`` (the SLO
+tests :class:`RateLimit` and :class:`QuantileLimit` take the candidate only), except
+:class:`RateComparison`, which needs what happened between checks: its ``start()`` gives a
+:class:`RateMonitor` (one per candidate and rule, kept by the check) whose
+``update(candidate, baseline) -> Evidence`` takes the same totals. Inputs are running sums
+kept per version *since the comparison started* (recording a call is a few additions); do not
+restart them at a new stage: the guarantee is for one sequence of checks, and restarting spends
+``alpha`` again. The tests assume the metric is stable while the comparison runs: a drift both
+versions share (the time of day) biases them when the traffic share changes meanwhile, because
+the candidate's sums then weigh the later minutes more than the baseline's do.
 
 :func:`split_alpha` shares a model's ``alpha`` among its rules so that the model as a whole
 keeps it. Methods and citations are in the test modules: :mod:`~modelflags.rollout.means`,
@@ -50,6 +51,7 @@ from modelflags.rollout.evidence import Counts, Evidence, Moments, check_alpha
 from modelflags.rollout.means import MeanComparison
 from modelflags.rollout.quantiles import (
     QuantileComparison,
+    QuantileLimit,
     latency_bucket_bounds,
     latency_bucket_index,
 )
@@ -62,6 +64,7 @@ __all__ = [
     "MeanComparison",
     "Moments",
     "QuantileComparison",
+    "QuantileLimit",
     "RateComparison",
     "RateLimit",
     "RateMonitor",

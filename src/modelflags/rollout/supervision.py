@@ -1,13 +1,17 @@
 """Supervision: per-version metrics, guardrail checks, and what happens when a guardrail fires.
 
 The request path records each inference call (version, latency, error, fallback) into
-:class:`~modelflags.metrics.Metrics` and any extra recorders (OpenTelemetry). A background thread
-checks every model's guardrails about once a second. A breach whose rule says ``rollback`` pins the
-model away from the breaching version locally, at once: the flag's choice of that version is
-ignored, and the last known good version serves, until a person calls ``release`` or the flag
-stops selecting it. With an actuator, the rollback is also made at the flag's source, off the
-request path; actuator failures are logged and reported as events, never raised. A breach whose
-rule says ``alert`` is an event and an ERROR log line, and a person may roll back by hand.
+:class:`~modelflags.rollout.metrics.Metrics` (windows and running totals) and any extra recorders
+(OpenTelemetry, Prometheus). A background thread checks every model's guardrails about once a
+second (:class:`~modelflags.rollout.guardrails.Guardrails`: sequential tests against the LKG). A
+breach whose rules say ``rollback`` pins the model away from the breaching version locally, at
+once: the flag's choice of that version is ignored, and the last known good version serves, until
+a person calls ``release`` or the flag stops selecting it. With an actuator, the rollback is also
+made at the flag's source, off the request path; actuator failures are logged and reported as
+events, never raised. A breach whose rules say ``alert`` is an event and an ERROR log line, and a
+person may roll back by hand; ``confirm`` makes it a proposal a person confirms or dismisses
+(:mod:`modelflags.rollout.proposals`). After a rollback, :mod:`modelflags.rollout.impact` judges
+whether it helped.
 """
 
 from __future__ import annotations
@@ -16,19 +20,21 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from modelflags.errors import InvalidActionError, shown
+from modelflags.errors import InvalidActionError
 from modelflags.registry import ModelSpec
 from modelflags.registry.guardrails import GuardrailRules
+from modelflags.rollout.actuation import Actuation
+from modelflags.rollout.explain import ActionSink, describe, detail
+from modelflags.rollout.fleet_mode import local_breaches
 from modelflags.rollout.guardrails import Guardrails
 from modelflags.rollout.impact import ImpactWatch
 from modelflags.rollout.metrics import Metrics, MetricsRecorder, VersionMetrics
 from modelflags.rollout.promotion import HealthView, Promoter
-from modelflags.rollout.proposals import Proposal, Proposals
+from modelflags.rollout.proposals import ProposalDecisions, Proposals
 from modelflags.rollout.recording import Recording
 from modelflags.telemetry.events import (
-    ActuatorFailed,
     Breach,
     Event,
     GuardrailAlert,
@@ -42,22 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["ActionSink", "Supervisor"]
 
 logger = logging.getLogger(__name__)
-
-
-class ActionSink(Protocol):
-    """Where rollbacks, releases and decisions on proposals are recorded (the decision log)."""
-
-    def action(
-        self,
-        action: str,
-        model: str,
-        version: str | None,
-        *,
-        by: str,
-        reason: str,
-        **detail: str | float | int | None,
-    ) -> None:
-        """Record one action; never blocks, never raises."""
 
 
 class Supervisor:
@@ -98,6 +88,7 @@ class Supervisor:
             check_interval=check_interval,
             promote=promote,
             proved_after=health.proved_after,
+            fleet={name for name, spec in specs.items() if spec.decisions == "fleet"},
         )
 
     def __init__(
@@ -114,23 +105,30 @@ class Supervisor:
         window_s: float = 60.0,
         promote: Callable[[str, str], None] | None = None,
         proved_after: Callable[[str, str, str], bool] | None = None,
+        fleet: Iterable[str] = (),
     ) -> None:
         window = max([window_s, *(rule.window_s for rule in rules.values())])
         self.metrics = Metrics(window_s=window, clock=clock)
         self.guardrails = Guardrails(rules, self.metrics, clock=clock)
         self.recording = Recording(self.metrics, recorders)
-        self._actuator_errors = 0
-        self._flag_keys = dict(flag_keys)
         self._lkg = lkg
         self._emit = emit
-        self._actuator = actuator
+        self.actuation = Actuation(actuator, flag_keys, emit)
         self._interval = check_interval
         self._lock = threading.Lock()
         self._rolled_back: dict[str, frozenset[str]] = {}
         self._fired: dict[tuple[str, str], list[Breach]] = {}
         self.promoter = Promoter(promote, proved_after, clock)
+        self._fleet = frozenset(fleet)
         self._clock = clock
         self.proposals = Proposals(emit, clock)
+        self.decisions = ProposalDecisions(
+            self.proposals,
+            rollback=self.rollback,
+            record=self._record,
+            lkg=lkg,
+            rules_of=self.guardrails.rules.get,
+        )
         self.impact = ImpactWatch(self.metrics, emit, clock)
         self.actions: ActionSink | None = None
         self._stop = threading.Event()
@@ -178,7 +176,7 @@ class Supervisor:
 
     def extension_errors(self) -> dict[str, int]:
         """How often an exporter or an actuator failed."""
-        return {"exporters": self.recording.errors, "actuators": self._actuator_errors}
+        return {"exporters": self.recording.errors, "actuators": self.actuation.errors}
 
     def gates(self, model: str) -> bool:
         """True when promotion of ``model``'s versions waits for its guardrails."""
@@ -201,7 +199,7 @@ class Supervisor:
             if model not in self.guardrails.rules:
                 continue
             lkg = self._lkg(model)
-            versions = list(self.metrics.snapshot(model))
+            versions = self.metrics.versions(model)
             by_version: dict[str, list[Breach]] = {}
             for breach in self.guardrails.check(model, lkg, versions):
                 fired.append(breach)
@@ -210,64 +208,37 @@ class Supervisor:
                 self._act(breaches)
             self.promoter.promote_healthy(model, lkg, self.guardrails, self.rolled_back(model))
         for proposal in self.proposals.expired():
-            self._expire(proposal)
-        self.impact.check(self.guardrails.rules.get)
+            self.decisions.expire(proposal)
+        self.impact.check(self.guardrails.judges)
         return fired
+
+    def confirm(self, model: str, version: str, *, by: str, reason: str) -> None:
+        """Carry out the proposed rollback of ``version`` (``InvalidActionError`` if none)."""
+        self.decisions.confirm(model, version, by=by, reason=reason)
+
+    def dismiss(self, model: str, version: str, *, by: str, reason: str) -> None:
+        """Keep ``version`` serving and drop its proposal (``InvalidActionError`` if none)."""
+        self.decisions.dismiss(model, version, by=by, reason=reason)
 
     def report(self, model: str) -> list[RuleState]:
         """The live state of every guardrail rule of ``model``'s candidates."""
         return self.guardrails.report(model)
 
-    def confirm(self, model: str, version: str, *, by: str, reason: str) -> None:
-        """Carry out the proposed rollback of ``version`` (``InvalidActionError`` if none)."""
-        proposal = self.proposals.take(model, version)
-        if proposal is None:
-            raise self._no_proposal(model, version, "confirm")
-        text = f"confirmed by {by}: {reason}" if reason else f"confirmed by {by}"
-        self.rollback(model, version, reason=text, breach=proposal.breach, by=by)
-
-    def dismiss(self, model: str, version: str, *, by: str, reason: str) -> None:
-        """Keep ``version`` serving and drop its proposal (``InvalidActionError`` if none)."""
-        proposal = self.proposals.take(model, version)
-        if proposal is None:
-            raise self._no_proposal(model, version, "dismiss")
-        self.proposals.dismiss(proposal, by=by, reason=reason)
-        logger.warning("model %r: rollback of %r dismissed by %s: %s", model, version, by, reason)
-        self._record("dismiss", model, version, by=by, reason=reason)
-
-    def _no_proposal(self, model: str, version: str, verb: str) -> InvalidActionError:
-        waiting = [p.version for p in self.proposals.pending(model)]
-        return InvalidActionError(
-            f"model {model!r}: no rollback of {version!r} is waiting for a decision, so there is "
-            f"nothing to {verb} (waiting: {', '.join(waiting) or 'none'})",
-            model=model,
-            version=version,
-        )
-
-    def _expire(self, proposal: Proposal) -> None:
-        rules = self.guardrails.rules.get(proposal.model)
-        timeout = (
-            0.0 if rules is None or rules.confirm_timeout_s is None else rules.confirm_timeout_s
-        )
-        reason = f"nobody decided within {timeout:g} s"
-        if proposal.on_timeout == "rollback" and proposal.version != self._lkg(proposal.model):
-            self.rollback(proposal.model, proposal.version, reason=reason, breach=proposal.breach)
-        else:
-            self.proposals.dismiss(proposal, by="timeout", reason=reason)
-            logger.warning(
-                "model %r: rollback of %r not confirmed within %g s; it keeps serving",
-                proposal.model,
-                proposal.version,
-                timeout,
-            )
-            self._record("dismiss", proposal.model, proposal.version, by="timeout", reason=reason)
-
-    def _record(self, action: str, model: str, version: str | None, **fields: str) -> None:
+    def _record(
+        self,
+        action: str,
+        model: str,
+        version: str | None,
+        *,
+        by: str,
+        reason: str,
+        breach: Breach | None = None,
+    ) -> None:
         sink = self.actions
         if sink is None:
             return
         try:
-            sink.action(action, model, version, by=fields["by"], reason=fields["reason"])
+            sink.action(action, model, version, by=by, reason=reason, **detail(breach))
         except Exception:
             logger.exception("recording the %s of model %r failed", action, model)
 
@@ -328,17 +299,11 @@ class Supervisor:
             self._rolled_back[model] = self.rolled_back(model) | {version}
         self.proposals.take(model, version)
         logger.error("model %r: rolled back from %r to %r: %s", model, version, lkg, reason)
-        self._record("rollback", model, version, by=by, reason=reason)
+        self._record("rollback", model, version, by=by, reason=reason, breach=breach)
         self._emit(RolledBack(model, version, lkg, reason, breach))
         if breach is not None:
-            self.impact.watch(breach, lkg)
-        if self._actuator is not None:
-            threading.Thread(
-                target=self._actuate,
-                args=(model, version, lkg),
-                name="modelflags-actuator",
-                daemon=True,
-            ).start()
+            self.impact.watch(breach, lkg, self.guardrails.baseline(model, version))
+        self.actuation.rollback_soon(model, version, lkg)
 
     def release(
         self,
@@ -390,14 +355,13 @@ class Supervisor:
 
     def _act(self, breaches: list[Breach]) -> None:
         """Act once per version on the breaches that fired together (the first is the evidence)."""
+        breaches = local_breaches(breaches, self._fleet, self._emit)
+        if not breaches:
+            return
         breach = breaches[0]
         with self._lock:
             self._fired[(breach.model, breach.version)] = list(breaches)
-        rules = "; ".join(f"{b.rule} {b.observed:.4g} > {b.threshold:.4g}" for b in breaches)
-        rule_text = (
-            f"{rules} over {breach.window_s:g} s ({breach.requests} requests; "
-            f"{breach.lkg} had {breach.lkg_requests})"
-        )
+        rule_text = "; ".join(describe(each) for each in breaches)
         model_rules = self.guardrails.rules.get(breach.model)
         candidate = breach.version != self._lkg(breach.model)
         if breach.action == "rollback" and candidate:
@@ -418,20 +382,13 @@ class Supervisor:
             for each in breaches:
                 self._emit(GuardrailAlert(each.model, each.version, each))
 
-    def _actuate(self, model: str, version: str, lkg: str) -> None:
-        assert self._actuator is not None
-        flag_key = self._flag_keys[model]
-        try:
-            self._actuator.rollback(flag_key, to_version=lkg, from_version=version)
-        except Exception as exc:
-            self._actuator_errors += 1
-            message = shown(str(exc), limit=500, quote=False)
-            logger.error(
-                "model %r: rolling back flag %r at its source failed: %s", model, flag_key, message
-            )
-            self._emit(ActuatorFailed(model, version, flag_key, message))
-        else:
-            logger.info("model %r: flag %r now serves %r at its source", model, flag_key, lkg)
+    def trusts(self, model: str, version: str) -> bool:
+        """True when nothing the guardrails know stands against ``version`` becoming the LKG:
+        it is not rolled back, has no breach on record, and no canary of ``model`` runs."""
+        if version in self.rolled_back(model) or self.promoter.held(model):
+            return False
+        with self._lock:
+            return (model, version) not in self._fired
 
     def _watch(self) -> None:
         while not self._stop.wait(self._interval):

@@ -95,8 +95,13 @@ class InferenceGuard:
         oversight = self.keeper.oversight
         if version == self._health.lkg(name):
             if oversight is not None:
+                # A handle the LKG answered in place of the flagged version (quarantined, rolled
+                # back, loading) is a call that version never ran: the LKG's error is not its.
                 elapsed = time.perf_counter() - started
-                oversight.record_call(name, handle.requested_version, elapsed, True, False)
+                fell_back = handle.fell_back
+                oversight.record_call(
+                    name, handle.requested_version, elapsed, not fell_back, fell_back
+                )
             raise error
         try:
             lkg, entry = self.keeper.lkg_entry(name)
@@ -109,7 +114,11 @@ class InferenceGuard:
             lkg_failed = True
         if lkg_failed:
             # Both versions reject this call: the input is the caller's to see, nobody is
-            # penalised.
+            # quarantined. The version did raise: it counts as its error, as an LKG call that
+            # raises counts as the LKG's, so bad input weighs on both sides of a comparison.
+            if oversight is not None:
+                elapsed = time.perf_counter() - started
+                oversight.record_call(name, handle.requested_version, elapsed, True, False)
             raise error
         if oversight is not None:
             elapsed = time.perf_counter() - started

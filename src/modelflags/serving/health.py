@@ -5,6 +5,12 @@ inference call without raising. Before any, it is the registry's ``default_versi
 failed is quarantined: no request tries it again until its back-off expires (1 s, doubling, capped
 at 5 minutes by default). When it proves itself again, its failure count is forgotten.
 
+The LKG also follows a settled flag (:meth:`Health.settle`): when every recent request selects one
+version that has proved itself and was the LKG before, it becomes the LKG again, so a rollback made
+at the flag's source is not undone by the LKG (the version rolled back) answering the flag's
+default. A version that was demoted (rolled back while it was the LKG) no longer counts as having
+been the LKG.
+
 State lives in memory; with a ``state_dir`` the LKG of every model is also written atomically to
 ``<state_dir>/modelflags-state.json`` (temporary file, then rename) and read back at start,
 together with the sha256 first seen for each version id (so that an id re-pointed at other bytes
@@ -92,6 +98,10 @@ class Health:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._lkg: dict[str, str] = dict(defaults)
+        # Versions that have been the LKG since they were last demoted, per model.
+        self._former: dict[str, set[str]] = {
+            model: {version} for model, version in defaults.items()
+        }
         # Proven versions per model, in the order they proved themselves (an ordered set).
         self._proven: dict[str, dict[str, None]] = {model: {} for model in defaults}
         self._defaults = dict(defaults)
@@ -142,7 +152,7 @@ class Health:
             previous = self._lkg[model]
             if previous == version:
                 return None
-            self._lkg[model] = version
+            self._set(model, version)
         self._persist()
         return previous
 
@@ -159,7 +169,28 @@ class Health:
             previous = self._lkg[model]
             if previous == version or version not in self._proven[model]:
                 return None
-            self._lkg[model] = version
+            self._set(model, version)
+        self._persist()
+        return previous
+
+    def settle(self, model: str, version: str) -> str | None:
+        """The flag settled on ``version`` for all recent traffic: make it the LKG again if it
+        has proved itself (since its last failure) and was the LKG before (and not demoted
+        since). Returns the previous LKG if it changed."""
+        with self._lock:
+            previous = self._lkg[model]
+            if (
+                previous == version
+                or version not in self._proven[model]
+                or version not in self._former[model]
+            ):
+                return None
+            # Counted as proved now, so a version that proved itself before it (the one the flag
+            # moved away from) is not promoted back over it.
+            proven = self._proven[model]
+            del proven[version]
+            proven[version] = None
+            self._set(model, version)
         self._persist()
         return previous
 
@@ -172,9 +203,10 @@ class Health:
         with self._lock:
             proven = self._proven[model]
             proven.pop(version, None)
+            self._former[model].discard(version)
             if self._lkg[model] == version:
                 others = [candidate for candidate in proven if candidate != version]
-                self._lkg[model] = others[-1] if others else self._defaults[model]
+                self._set(model, others[-1] if others else self._defaults[model])
             lkg = self._lkg[model]
         self._persist()
         return lkg
@@ -248,10 +280,15 @@ class Health:
         """Make ``version`` the LKG by decision (not by proof); returns the previous one."""
         with self._lock:
             previous = self._lkg[model]
-            self._lkg[model] = version
+            self._set(model, version)
         if previous != version:
             self._persist()
         return previous
+
+    def _set(self, model: str, version: str) -> None:
+        """Make ``version`` the LKG (the lock is held)."""
+        self._lkg[model] = version
+        self._former[model].add(version)
 
     def quarantined(self, model: str) -> list[Quarantine]:
         """Every quarantine record of ``model``, expired ones included (they retry on next use)."""
@@ -320,7 +357,7 @@ class Health:
                     self._lkg[model],
                 )
                 continue
-            self._lkg[model] = version
+            self._set(model, version)
 
     def _restore_digests(self, saved: object) -> None:
         """Digests of an older process; entries that are not a model -> version -> sha256 are

@@ -6,7 +6,9 @@ flags changed, a background thread re-evaluates the model's flag for that sample
 version it now selects that is not cached yet. Versions being prewarmed are known, so a request
 meeting one can be served by the last known good version instead of waiting for the load. A
 request that meets a version nobody loads yet (no change event came, or not yet) starts its load
-here too (:meth:`Prewarmer.load_soon`), on the same small pool of background threads.
+here too (:meth:`Prewarmer.load_soon`), on the same small pool of background threads. When every
+context of the sample selects one version, the pass reports it (``settled``): the flag has settled
+on that version for all recent traffic, which may make it the LKG again.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ Load = Callable[[str, str], None]
 """(model, version) -> load it into the cache (raises on failure)."""
 _THREADS = 2  # a prewarm pass and a load a request started can run side by side
 
+Settled = Callable[[str, str], None]
+"""(model, version) -> every recent context selects that version now."""
+
 
 class Prewarmer:
     """Runs prewarm passes and background loads on a small pool of background threads.
@@ -72,8 +77,10 @@ class Prewarmer:
         emit: Callable[[Event], None],
         *,
         sample: int = 64,
+        settled: Settled | None = None,
     ) -> None:
         self.sample = sample
+        self._settled = settled
         self._select = select
         self._needs = needs
         self._load = load
@@ -219,15 +226,18 @@ class Prewarmer:
         started = time.perf_counter()
         contexts = self.ring(model).snapshot()
         wanted: list[str] = []
+        selected: set[str | None] = set()
         for context in contexts:
             try:
                 version = self._select(model, context)
             except Exception:
                 logger.exception("prewarm of model %r: flag evaluation failed", model)
                 return
+            selected.add(version)
             if version is not None and version not in wanted and self._needs(model, version):
                 wanted.append(version)
         if not wanted:
+            self._settle(model, selected)
             return
         keys = {(model, version) for version in wanted}
         with self._lock:
@@ -249,6 +259,7 @@ class Prewarmer:
                     )
         finally:
             self._done(keys)
+        self._settle(model, selected)
         seconds = time.perf_counter() - started
         logger.info(
             "model %r: prewarmed %s from %d recent contexts in %.3f s",
@@ -258,3 +269,15 @@ class Prewarmer:
             seconds,
         )
         self._emit(PrewarmCompleted(model, tuple(loaded), tuple(failed), len(contexts), seconds))
+
+    def _settle(self, model: str, selected: set[str | None]) -> None:
+        """Report a flag that selects one version for every recent context."""
+        if self._settled is None or len(selected) != 1:
+            return
+        (version,) = selected
+        if version is None:
+            return
+        try:
+            self._settled(model, version)
+        except Exception:
+            logger.exception("model %r: settling on %r failed", model, version)

@@ -57,6 +57,11 @@ class Oversight(Protocol):
         """True when promotion of ``model``'s versions waits for its guardrails."""
         ...
 
+    def trusts(self, model: str, version: str) -> bool:
+        """True when nothing the guardrails know stands against ``version`` becoming the LKG
+        (not rolled back, no breach on record, no canary of the model running)."""
+        ...
+
 
 class VersionKeeper:
     """Loads, caches, quarantines and promotes the versions of every model.
@@ -242,6 +247,24 @@ class VersionKeeper:
         """Promote ``version`` if it has proved itself (a completed canary asks this)."""
         if self.health.is_proven(name, version):
             self.promote(name, version)
+
+    def settle(self, name: str, version: str) -> None:
+        """Every recent request of ``name`` selects ``version`` now (a prewarm pass found it
+        after a flag change): it becomes the LKG again if it proved itself, was the LKG before,
+        and the guardrails do not stand against it. Under a split this is never called."""
+        if version == self.health.lkg(name):
+            return
+        oversight = self.oversight
+        if oversight is not None and not oversight.trusts(name, version):
+            return
+        previous = self.health.settle(name, version)
+        if previous is not None:
+            logger.info(
+                "model %r: the flag settled on %r for all recent requests; it is the LKG again",
+                name,
+                version,
+            )
+            self._lkg_changed(name, version, previous)
 
     def demote(self, name: str, version: str) -> str:
         """Forget that ``version`` proved itself; returns the LKG afterwards."""

@@ -10,7 +10,7 @@ what happened::
     LastKnownGoodChanged   another version is now the last known good one
     PrewarmCompleted       a change event made a background pass load what flags now select
     ShadowCompared         a mirrored call ran on the shadow version and was compared
-    GuardrailBreached      a guardrail rule held broken long enough to act on (the evidence)
+    GuardrailBreached      a guardrail's sequential test is confident a rule is broken (evidence)
     VersionRolledBack      a version was pinned away; the last known good version serves
     GuardrailAlerted       a guardrail whose action is "alert" fired; nothing was changed
     RollbackProposed       a guardrail whose action is "confirm" fired: a person decides
@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from modelflags.registry.guardrails import Rule
+from modelflags.telemetry.evidence import Evidence
 
 __all__ = [
     "ActuatorFailed",
@@ -160,13 +161,19 @@ class ShadowCompared:
 
 @dataclass(frozen=True, slots=True)
 class GuardrailBreached:
-    """A rule that ``version`` of ``model`` has broken for at least ``sustained_s``.
+    """A rule that ``version`` of ``model`` has broken: the evidence a decision rests on.
 
-    ``observed`` is the candidate's value (error rate 0..1, p95 in milliseconds, or outcome mean);
-    ``threshold`` the limit it crossed (for an outcome drop: the lowest acceptable mean);
-    ``lkg_observed`` the same measure for the last known good version ``lkg``, when it had traffic.
-    ``since`` is the clock time the breach started, ``fired_at`` the time it was reported.
-    ``action`` is the rules' action (``"rollback"`` or ``"alert"``).
+    ``evidence`` is the sequential test's verdict: the estimate and its confidence interval (in
+    the test's own units, e.g. the relative change of the mean against the LKG), the tolerance,
+    alpha, the counts on both sides and the method. The other fields give the same story in the
+    rule's natural units: ``observed`` is the candidate's figure (error rate 0..1, p95 in
+    milliseconds, outcome mean), ``threshold`` the figure it may not pass (for an outcome drop,
+    the lowest acceptable mean: the LKG's mean less the tolerance; for an increase, the LKG's
+    figure plus it), ``lkg_observed`` the LKG's figure over the same period. ``requests`` and
+    ``lkg_requests`` count the observations behind them, ``window_s`` the seconds they cover
+    (since the comparison started). ``since`` is the clock time the breach started, ``fired_at``
+    the time it was reported (later by ``sustained_s`` when that is set). ``action`` is the
+    rules' action (``"rollback"``, ``"alert"`` or ``"confirm"``).
     """
 
     model: str
@@ -182,17 +189,24 @@ class GuardrailBreached:
     requests: int
     lkg_requests: int
     action: str
+    evidence: Evidence | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class VersionRolledBack:
-    """``version`` of ``model`` is pinned away; ``lkg`` serves. ``breach`` is the evidence."""
+    """``version`` of ``model`` is pinned away; ``lkg`` serves. ``breach`` is the evidence (none
+    for a rollback by hand)."""
 
     model: str
     version: str
     lkg: str
     reason: str
     breach: GuardrailBreached | None
+
+    @property
+    def evidence(self) -> Evidence | None:
+        """The statistics behind the rollback (``breach.evidence``), if a breach caused it."""
+        return None if self.breach is None else self.breach.evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +249,9 @@ class RollbackDismissed:
 @dataclass(frozen=True, slots=True)
 class RollbackVerified:
     """After ``version`` was rolled back, the served version's ``rule`` figure is back at the
-    LKG's level: ``before`` is the LKG's figure when the breach fired, ``after`` its figure since
-    the rollback (``requests`` calls)."""
+    LKG's level: ``before`` is the LKG's figure over the comparison that breached, ``after`` its
+    figure since the rollback (``requests`` observations). ``evidence`` is the rule's test of
+    "after" against "before": its interval lies within the rule's tolerance."""
 
     model: str
     version: str
@@ -245,12 +260,14 @@ class RollbackVerified:
     before: float | None
     after: float | None
     requests: int
+    evidence: Evidence | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RollbackIneffective:
     """After ``version`` was rolled back, the regression persists on the LKG too: the cause is
-    probably not the version (infrastructure, data). Fields as :class:`RollbackVerified`."""
+    probably not the version (infrastructure, data). Fields as :class:`RollbackVerified`; here
+    the rule's test finds "after" beyond the tolerance of "before" (or of the absolute limit)."""
 
     model: str
     version: str
@@ -259,6 +276,7 @@ class RollbackIneffective:
     before: float | None
     after: float | None
     requests: int
+    evidence: Evidence | None = None
 
 
 @dataclass(frozen=True, slots=True)

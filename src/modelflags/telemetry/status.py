@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from modelflags.telemetry.evidence import Evidence
+
 __all__ = [
     "FlagSourceStatus",
     "ModelStatus",
@@ -53,14 +55,17 @@ class FlagSourceStatus:
 class RuleState:
     """The live state of one guardrail rule for one candidate version, against the LKG.
 
-    ``rule`` names the rule (``"max_outcome_drop"``, ...; ``metric`` the outcome it watches, when
-    it watches one). ``estimate`` is the candidate's figure in the rule's units and ``lower`` /
-    ``upper`` the confidence interval so far (``None`` for rules judged on a point estimate);
-    ``limit`` is the tolerance or threshold it is judged against and ``lkg_estimate`` the LKG's
-    figure. ``alpha`` is the share of the model's false-alarm budget this rule has; ``method``
-    names the statistics. ``verdict`` is ``"holding"``, ``"breaching"``, ``"fired"`` or
-    ``"waiting"`` (not enough data yet); ``candidate_n`` and ``baseline_n`` count the
-    observations on each side.
+    ``rule`` names the rule (``"max_outcome_drop"``, ...; ``metric`` what it watches: the
+    outcome's name, or ``"p95"`` / ``"mean"`` for latency). ``estimate``, ``lower`` and ``upper``
+    are the sequential test's estimate and confidence interval so far, and ``limit`` the value
+    the interval must pass wholly for a breach, all in the units ``quantity`` names (``"relative
+    change of the mean"``: -0.12 is 12% below the LKG; ``"rate"`` or ``"p95"`` for the absolute
+    limits); ``None`` while undefined. ``observed`` and ``lkg_estimate`` are the candidate's and
+    the LKG's figures in the rule's natural units (error rate, milliseconds, outcome mean).
+    ``alpha`` is the share of the model's false-alarm budget this rule has; ``method`` names the
+    test. ``verdict`` is ``"holding"``, ``"breaching"``, ``"fired"`` or ``"waiting"`` (not
+    enough data for a verdict yet; ``note`` says what it waits for); ``candidate_n`` and
+    ``baseline_n`` count the observations on each side since the comparison started.
     """
 
     rule: str
@@ -77,12 +82,16 @@ class RuleState:
     alpha: float | None = None
     method: str = ""
     metric: str | None = None
+    quantity: str = ""
+    observed: float | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ProposalStatus:
     """A rollback waiting for a person: which version, the rule that breached, and what happens
-    if nobody decides (``expires_in_s`` is ``None`` without a timeout)."""
+    if nobody decides (``expires_in_s`` is ``None`` without a timeout). ``evidence`` is the
+    breach's statistics."""
 
     version: str
     lkg: str
@@ -91,6 +100,7 @@ class ProposalStatus:
     threshold: float
     expires_in_s: float | None
     on_timeout: str
+    evidence: Evidence | None = None
 
 
 @dataclass(frozen=True, slots=True)
