@@ -245,7 +245,7 @@ def test_a_closed_modelflags_stays_closed_in_the_child(
     flags.close()
 
     parts = flags._parts
-    from modelflags import assembly
+    from modelflags import parts as assembly
 
     def child() -> None:
         assert parts.audit is not None and not parts.audit._thread.is_alive()
@@ -258,7 +258,7 @@ def test_a_closed_modelflags_stays_closed_in_the_child(
 
 def test_the_fork_hook_keeps_no_instance_alive(registry: Path, source: InMemoryFlags) -> None:
     """The hook holds the parts of open instances weakly; closed ones are forgotten."""
-    from modelflags import assembly
+    from modelflags import parts as assembly
 
     refs = []
     for _ in range(3):

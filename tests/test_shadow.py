@@ -23,7 +23,7 @@ from openfeature import api
 from openfeature.hook import Hook, HookContext, HookHints
 from sklearn.linear_model import LogisticRegression
 
-from modelflags import LoadFailed, ModelFlags, ModelUnavailableError, Quarantined
+from modelflags import LoadFailed, ModelFlags, ModelFlagsError, ModelUnavailableError, Quarantined
 from modelflags.serving.shadow import ShadowStats
 from modelflags.telemetry.events import ShadowResult
 
@@ -725,3 +725,17 @@ def test_shadow_example_reports_the_known_agreement() -> None:
     assert agreement is not None and float(agreement.group(1)) == 80.0, out
     assert result.returncode == 0, result.stderr
     assert "agreement matches the known share: OK" in out
+
+
+def test_a_shadow_flag_without_numpy_is_refused_at_start(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Comparisons need numpy: without it, a model with a shadow_flag is an error naming the
+    model and the fix, not a silent error count on every mirrored call."""
+    workspace.add("m", "v1", Constant(1))
+    workspace.add("m", "v2", Constant(2))
+    workspace.set("m", shadow_flag="m.shadow")
+    registry = workspace.write()
+    monkeypatch.setitem(sys.modules, "numpy", None)
+    with pytest.raises(ModelFlagsError, match=r"'m' have a shadow_flag.*pip install numpy"):
+        ModelFlags(registry)

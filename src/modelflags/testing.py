@@ -29,7 +29,7 @@ from openfeature import api
 from openfeature.event import ProviderEventDetails
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
-from modelflags.assembly import live_parts
+from modelflags.parts import live_parts
 from modelflags.registry import Registry
 from modelflags.serving import pins
 

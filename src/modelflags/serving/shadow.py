@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelflags.errors import shown
+from modelflags.serving.comparison import Comparison, compare
 from modelflags.telemetry.events import Event, ShadowCompared
 from modelflags.telemetry.histogram import LatencyHistogram
 
@@ -53,56 +54,6 @@ class ShadowStats:
     primary_p95: float | None
     shadow_p50: float | None
     shadow_p95: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Comparison:
-    """How two outputs of one call compare, element by element."""
-
-    elements: int
-    equal: int
-    numeric: int
-    abs_diff_sum: float
-    abs_diff_max: float | None
-
-
-def compare(primary: Any, shadow: Any) -> Comparison:
-    """Compare two outputs element-wise.
-
-    Label outputs (integers, booleans, strings, objects) count towards agreement; floating-point
-    outputs (probabilities, scores) towards the absolute differences, where a NaN in the same
-    place of both is no difference. Outputs of different shapes agree on nothing.
-    """
-    import numpy as np
-
-    left = np.asarray(primary)
-    right = np.asarray(shadow)
-    if left.shape != right.shape:
-        size = max(left.size, right.size, 1)
-        return Comparison(size, 0, 0, 0.0, None)
-    size = int(left.size)
-    if not size:
-        return Comparison(0, 0, 0, 0.0, None)
-    if _is_number(left) and _is_number(right) and (_is_float(left) or _is_float(right)):
-        diff = np.abs(left.astype(np.float64) - right.astype(np.float64))
-        diff[np.isnan(left) & np.isnan(right)] = 0.0
-        diff = diff[~np.isnan(diff)]
-        if not diff.size:
-            return Comparison(0, 0, 0, 0.0, None)
-        return Comparison(0, 0, int(diff.size), float(diff.sum()), float(diff.max()))
-    return Comparison(size, int(np.count_nonzero(left == right)), 0, 0.0, None)
-
-
-def _is_number(array: Any) -> bool:
-    import numpy as np
-
-    return bool(np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.bool_))
-
-
-def _is_float(array: Any) -> bool:
-    import numpy as np
-
-    return bool(np.issubdtype(array.dtype, np.inexact))
 
 
 def sampled(
