@@ -33,7 +33,7 @@ from openfeature.contrib.provider.flagd.config import ResolverType
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
-from modelflags import ModelFlags
+from modelflags import Backoff, ModelFlags
 
 USERS = [{"id": f"user-{i}", "plan": "free"} for i in range(1000)]
 
@@ -148,10 +148,13 @@ def main() -> None:
             wait_for(lambda: 0.4 < _share(flags, "v2") < 0.6)
             print("3. flag file edited to 50/50    ->", split(flags))
 
-            for user in USERS[:50]:  # v2 answers once: it becomes the last known good version
+            for user in USERS[:50]:  # v1 and v2 answer: each proves itself once
                 flags.get_model("recommender", user).predict(features)
             lkg = flags.status()["recommender"].lkg
-            print(f"   last known good version (the latest to answer a request): {lkg}")
+            print(
+                f"   last known good version: {lkg} (of the versions that answered, the one that "
+                "proved itself last; a split does not move it back and forth)"
+            )
 
             write_flags(flag_file, {})  # everyone to the default variant...
             document = json.loads(flag_file.read_text())
@@ -171,9 +174,11 @@ def main() -> None:
             wait_for(lambda: flags.status()["recommender"].quarantined)  # loaded in the background
             status = flags.status()["recommender"]
             quarantined = status.quarantined[0]
+            back_off = Backoff().delay(quarantined.failures)
             print(
                 f"4. v4 flagged to everyone: {dict(served)} served, {failed} failed requests; "
-                f"v4 quarantined for {quarantined.retry_in_s:.1f} s: {quarantined.cause[:60]}..."
+                f"v4 quarantined (failure {quarantined.failures}, a {back_off:g} s back-off, "
+                f"{quarantined.retry_in_s:.1f} s left): {quarantined.cause[:60]}..."
             )
         print(f"done in {time.perf_counter() - started:.2f} s")
         api.shutdown()

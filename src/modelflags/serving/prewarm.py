@@ -199,7 +199,8 @@ class Prewarmer:
         try:
             self._load(model, version)
         except Exception as exc:
-            logger.warning("background load of model %r version %r failed: %s", model, version, exc)
+            # The version's quarantine was logged where it failed (VersionKeeper.failed).
+            logger.debug("background load of model %r version %r failed: %s", model, version, exc)
         else:
             logger.info(
                 "model %r: version %r loaded in the background in %.3f s (the last known good "
@@ -251,7 +252,7 @@ class Prewarmer:
                     loaded.append(version)
                 except Exception as exc:
                     failed.append(version)
-                    logger.warning(
+                    logger.debug(  # its quarantine was logged where it failed
                         "prewarm of model %r version %r failed: %s",
                         model,
                         version,
