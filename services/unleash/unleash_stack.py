@@ -8,7 +8,7 @@
         admin.set_variants_rollout("churn-model", {"v1": 90, "v2": 10})
         admin.enable("churn-model")
 
-Import it with ``providers/unleash`` on ``sys.path`` (its conftest.py does that for pytest).
+Import it with ``services/unleash`` on ``sys.path`` (the tests' ``support.unleash`` does that).
 """
 
 from __future__ import annotations
@@ -26,9 +26,14 @@ from typing import Any
 import httpx
 
 __all__ = [
+    "MissingPrerequisites",
+    "StackError",
     "StackInfo",
     "UnleashAdmin",
     "UnleashAdminError",
+    "default_dir",
+    "missing_prerequisites",
+    "running_processes",
     "start_stack",
     "stop_stack",
 ]
@@ -54,6 +59,20 @@ _start = _load("start")
 _stop = _load("stop")
 
 StackError: type[RuntimeError] = _start.StackError
+MissingPrerequisites: type[RuntimeError] = _start.MissingPrerequisites
+
+
+def default_dir() -> Path:
+    """The stack folder used when none is given: ``$MODELFLAGS_UNLEASH_DIR`` or
+    ``/tmp/modelflags-unleash``."""
+    folder: Path = _start.default_dir()
+    return folder
+
+
+def missing_prerequisites() -> list[str]:
+    """What is not installed for the stack to start (empty when everything is there)."""
+    missing: list[str] = _start.missing_prerequisites()
+    return missing
 
 
 @dataclass(frozen=True)
@@ -79,7 +98,9 @@ def start_stack(
     """Start the stack in ``dir`` (default: ``$MODELFLAGS_UNLEASH_DIR`` or
     ``/tmp/modelflags-unleash``), or reuse it when it already runs and is healthy.
 
-    Raises ``StackError`` (a ``RuntimeError``) when it cannot be started.
+    Raises ``MissingPrerequisites`` before starting anything when programs are not installed,
+    and ``StackError`` (both are ``RuntimeError``) when it cannot be started; what a failed start
+    started is stopped again.
     """
     info: dict[str, Any] = _start.ensure_stack(dir, timeout=timeout)
     return StackInfo(
@@ -92,6 +113,19 @@ def start_stack(
         ui_password=str(info.get("ui_password", "unleash4all")),
         reused=bool(info.get("reused", False)),
     )
+
+
+def running_processes(dir: str | os.PathLike[str] | None = None) -> dict[str, int]:
+    """The stack's processes that run now, by name (``postgres``, ``unleash``) -> pid."""
+    paths = _start.stack_paths(dir)
+    found: dict[str, int] = {}
+    postgres = _start.postgres_status(paths)
+    if postgres is not None:
+        found["postgres"] = int(postgres[0])
+    unleash = _start.unleash_status(paths)
+    if unleash is not None:
+        found["unleash"] = int(unleash)
+    return found
 
 
 def stop_stack(
