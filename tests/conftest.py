@@ -1,4 +1,8 @@
-"""Shared fixtures: real scikit-learn models on disk, registries, real OpenFeature providers."""
+"""Shared fixtures: real scikit-learn models on disk, registries, real OpenFeature providers.
+
+The fixtures for services (the artifact HTTP server, the Unleash stack, Chromium) come from the
+support plugin registered here (``tests/support/plugin.py``).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,13 @@ from openfeature.evaluation_context import EvaluationContext
 from sklearn.linear_model import LogisticRegression
 
 from support import FakeClock, Workspace, memory_provider
+from support.plugin import register
 
 pytest_plugins = ["pytester"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    register(config)
 
 
 @pytest.fixture(autouse=True)
