@@ -1,9 +1,9 @@
 """A canary rollout and a rollback driven from Unleash, served by modelflags.
 
 The program starts no server: point it at a running Unleash (for example the local stack of
-``providers/unleash``)::
+``services/unleash``)::
 
-    python providers/unleash/start.py --json > /tmp/stack.json
+    python services/unleash/start.py --json > /tmp/stack.json
     python examples/unleash_rollout.py --stack-json /tmp/stack.json
     # or: --url http://127.0.0.1:4242 --admin-token '*:*.…' --client-token 'default:development.…'
 
@@ -166,7 +166,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--admin-token", help="an admin API token (*:*.…)")
     parser.add_argument("--client-token", help="a backend token of the development environment")
     parser.add_argument(
-        "--stack-json", type=Path, help="the JSON printed by providers/unleash/start.py --json"
+        "--stack-json", type=Path, help="the JSON printed by services/unleash/start.py --json"
     )
     parser.add_argument("--flag", default=f"churn-model-{uuid.uuid4().hex[:8]}")
     parser.add_argument("--users", type=int, default=1000)
