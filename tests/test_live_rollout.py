@@ -387,6 +387,7 @@ def test_eight_threads_follow_a_switch_and_a_rollback_without_a_failed_request(
         switch_s = wait_until(lambda: traffic.all_on("v2"), SWITCH_BOUND, "every thread on v2")
         assert "v1" in flags.status()[FLAG].loaded  # the previous version stays cached
 
+        assert flags.flush(timeout=5)  # the switch's events have arrived
         rolled_back = time.monotonic()
         write_flag_file(flagd, "v1")
         rollback_s = wait_until(lambda: traffic.all_on("v1"), SWITCH_BOUND, "rollback to v1")

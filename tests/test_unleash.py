@@ -211,6 +211,7 @@ def test_eight_threads_follow_an_unleash_switch_and_rollback_without_a_failed_re
                 switch_s = wait_until(lambda: traffic.all_on("v2"), CHANGE_BOUND, "all on v2")
                 assert "v1" in flags.status()[MODEL].loaded
 
+                assert flags.flush(timeout=5)  # the switch's events have arrived
                 rolled_back = time.monotonic()
                 unleash_admin.set_variants_rollout(flag_name, {"v1": 100, "v2": 0})
                 rollback_s = wait_until(lambda: traffic.all_on("v1"), CHANGE_BOUND, "rollback")
