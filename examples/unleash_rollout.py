@@ -108,9 +108,12 @@ class UnleashFlags:
         self._call("POST", f"{self._feature(flag)}/environments/{ENVIRONMENT}/on")
 
     def delete(self, flag: str) -> None:
-        """Archive ``flag``, then delete it from the archive."""
-        self._call("DELETE", self._feature(flag))  # archives it
-        self._call("DELETE", f"/api/admin/archive/{flag}")
+        """Archive ``flag`` (it leaves the project; Unleash keeps it in its archive).
+
+        Not deleted from the archive at once: unleash-server 8 records the archiving in the
+        background, and deleting the flag before that makes the write fail and the server exit.
+        """
+        self._call("DELETE", self._feature(flag))
 
 
 def train(folder: Path) -> dict[str, Path]:

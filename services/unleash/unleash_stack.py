@@ -17,6 +17,7 @@ import importlib.util
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,15 +292,48 @@ class UnleashAdmin:
         self._request("POST", f"{self._feature_path(name, project)}/environments/{environment}/off")
 
     def delete_flag(
-        self, name: str, *, project: str | None = None, missing_ok: bool = True
+        self,
+        name: str,
+        *,
+        project: str | None = None,
+        missing_ok: bool = True,
+        purge: bool = False,
+        timeout: float = 10.0,
     ) -> None:
-        """Archive the flag and delete it from the archive, so its name can be reused."""
+        """Archive the flag; with ``purge`` also delete it from the archive, so its name can be
+        reused.
+
+        unleash-server 8 records each flag's lifecycle stages in the background, about a second
+        after the flag is created and after it is archived. Deleting a flag from the archive
+        before both are recorded makes that background write fail, and the server exits. So
+        ``purge`` first waits (at most ``timeout`` seconds) until both stages are recorded;
+        without it the flag stays in the archive, which is enough for flags with unique names.
+        """
         try:
             self._request("DELETE", self._feature_path(name, project))
         except UnleashAdminError as exc:
             if exc.status_code != 404 or not missing_ok:
                 raise
-        self._request("DELETE", f"/api/admin/archive/{name}")
+            return
+        if purge:
+            self._wait_for_stages(name, project, {"initial", "archived"}, timeout)
+            self._request("DELETE", f"/api/admin/archive/{name}")
+
+    def _wait_for_stages(
+        self, name: str, project: str | None, stages: set[str], timeout: float
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        path = f"{self._feature_path(name, project)}/lifecycle"
+        while True:
+            recorded = {entry.get("stage") for entry in self._request("GET", path) or []}
+            if stages <= recorded:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"flag {name!r}: lifecycle stages {sorted(stages - recorded)} not recorded "
+                    f"by Unleash within {timeout:.0f} s"
+                )
+            time.sleep(0.1)
 
 
 def _percent(value: int, what: str) -> int:

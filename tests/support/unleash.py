@@ -10,11 +10,11 @@ When PostgreSQL, Node or unleash-server are not installed the tests that need th
 skipped with the reason (nothing is started), except under ``CI=true``, where they fail.
 
 Who stops the stack: a stack that was running before the tests (started by ``start.py``, by CI or
-by hand) is never stopped by them. One that a test process started is stopped by the last test
-process using it: every process holding the stack keeps a shared lock on
-``DIR/test-runs.lock``, and the one that can take it exclusively when it is done stops the stack.
-That covers pytest-xdist workers and test runs in parallel; the run's main process checks again
-at its end, so even a crashed worker leaves nothing running. ``MODELFLAGS_UNLEASH_KEEP=1`` keeps
+by hand) is never stopped by them. One that a test run started is stopped at the end of the run
+by its main process (with pytest-xdist, once every worker is done, so a crashed worker leaves
+nothing running either), unless another test run still uses it: every process using the stack
+holds a shared lock on ``DIR/test-runs.lock``, and the stack is only stopped by a process that
+can take that lock exclusively; the last run to finish does. ``MODELFLAGS_UNLEASH_KEEP=1`` keeps
 a stack the tests started running for the next run.
 """
 
@@ -126,24 +126,37 @@ def stop_stack_left_by_tests() -> bool:
 
 
 @pytest.fixture(scope="session")
-def unleash_stack() -> Iterator[StackInfo]:
+def unleash_stack(request: pytest.FixtureRequest) -> Iterator[StackInfo]:
     """The running stack: reused, or started here; stopped by the last test process using it."""
     root = default_dir().resolve()
     lease = _lease(root)
+    marker = root / STARTED_BY_TESTS
+    # Marked before starting: a test process killed while the stack starts leaves it to the
+    # run's final check, not running for ever.
+    marked_here = not marker.exists()
+    if marked_here:
+        marker.write_text(f"pid {os.getpid()}\n")
     try:
         stack = start_stack(root)  # reuses a running stack without needing any program
-    except MissingPrerequisites as exc:
-        lease.close()
-        unavailable(str(exc))
     except StackError as exc:
+        if marked_here:
+            marker.unlink(missing_ok=True)
         lease.close()
+        if isinstance(exc, MissingPrerequisites):
+            unavailable(str(exc))
         pytest.fail(f"the Unleash stack did not start: {exc}", pytrace=False)
-    if not stack.reused:
-        (root / STARTED_BY_TESTS).write_text(f"pid {os.getpid()}\n")
+    if stack.reused and marked_here:
+        marker.unlink(missing_ok=True)  # it ran before the tests: not theirs to stop
     try:
         yield stack
     finally:
-        release_stack(root, lease)
+        if hasattr(request.config, "workerinput"):
+            # A pytest-xdist worker tears session fixtures down whenever its queue runs dry and
+            # sets them up again if it gets more tests: only the main process stops the stack,
+            # once every worker is done (pytest_sessionfinish in support.plugin).
+            lease.close()
+        else:
+            release_stack(root, lease)
 
 
 @pytest.fixture(scope="session")
