@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from openfeature import api
-from openfeature.contrib.provider.unleash import UnleashProvider
 
 from modelflags import ModelFlags
 
@@ -22,10 +22,9 @@ from models import Constant
 from support import Workspace, wait_until
 from support.unleash import CHANGE_BOUND, StackInfo, UnleashAdmin, create_rollout
 
-try:
-    from playwright.sync_api import Browser, Page, expect
-except ImportError:  # the browser fixture reports it: a skip, or a failure under CI=true
-    Browser = Page = expect = None  # type: ignore[assignment,misc]
+if TYPE_CHECKING:  # imported when the test runs (the browser fixture reports a missing one)
+    from openfeature.contrib.provider.unleash import UnleashProvider
+    from playwright.sync_api import Browser, Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.unleash, pytest.mark.slow]
 
@@ -69,6 +68,8 @@ def test_toggling_the_flag_in_the_web_ui_switches_the_served_model(
     tmp_path: Path,
 ) -> None:
     """Off in the dashboard: the default (LKG) is served; on again: the flagged variant."""
+    from playwright.sync_api import expect
+
     create_rollout(unleash_admin, flag_name, {"v1": 100, "v2": 0})
     api.set_provider_and_wait(unleash_provider())
     page = dashboard

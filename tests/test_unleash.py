@@ -16,11 +16,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from openfeature import api
-from openfeature.contrib.provider.unleash import UnleashProvider
 
 from modelflags import Backoff, Loaded, ModelFlags
 from modelflags.client import FALLBACK, PREWARMING
@@ -29,6 +29,9 @@ from modelflags.telemetry.events import Prewarmed
 from models import Constant
 from support import EventRecorder, Traffic, Workspace, wait_until
 from support.unleash import CHANGE_BOUND, StackInfo, UnleashAdmin, create_rollout
+
+if TYPE_CHECKING:  # imported by the fixtures when the tests run; collection stays light
+    from openfeature.contrib.provider.unleash import UnleashProvider
 
 pytestmark = [pytest.mark.unleash, pytest.mark.slow]
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from openfeature import api
-from openfeature.contrib.provider.unleash import UnleashProvider
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import EventDetails, ProviderEvent
 from openfeature.flag_evaluation import Reason
@@ -21,6 +20,9 @@ from unleash_stack import StackInfo, UnleashAdmin, UnleashAdminError, start_stac
 
 from support import holds_for, wait_until
 from support.unleash import CHANGE_BOUND, REFRESH_INTERVAL, create_rollout
+
+if TYPE_CHECKING:  # imported by the fixtures when the tests run; collection stays light
+    from openfeature.contrib.provider.unleash import UnleashProvider
 
 pytestmark = [pytest.mark.unleash, pytest.mark.slow]
 
