@@ -15,8 +15,8 @@ What it does, in a temporary folder:
    the versions (variant name and string payload = version id), 100% ``v1``;
 3. reads it through ``openfeature-provider-unleash`` (polling every second) and walks a canary
    10% -> 50% -> 100% and a rollback to 0%, changing only the variant weights; after each change
-   it waits (bounded) for the provider to fetch it, then prints the split it serves over 1,000
-   users, every request answered by a model;
+   it waits (bounded) until the provider has fetched it and the new split is served, then prints
+   that split over 1,000 users, every request answered by a model;
 4. deletes the flag.
 """
 
@@ -50,6 +50,8 @@ MODEL = "churn"
 PROJECT = "default"
 ENVIRONMENT = "development"
 STEPS = [("canary", 10), ("canary", 50), ("canary", 100), ("rollback", 0)]
+TOLERANCE = 3.0
+"""Percentage points between a step's target and the share of the sample served by ``v2``."""
 
 
 class UnleashFlags:
@@ -226,11 +228,18 @@ def main(argv: list[str] | None = None) -> int:
                     fetched.clear()
                     changed = time.monotonic()
                     unleash.set_canary(args.flag, percent)
-                    if not fetched.wait(args.timeout):
-                        print(f"{kind} {percent}%: not fetched within {args.timeout:.0f} s")
-                        return 1
+                    # A fetch can still bring an earlier revision of the flag: wait for fetches
+                    # until the split served is this step's.
+                    while True:
+                        remaining = changed + args.timeout - time.monotonic()
+                        if not fetched.wait(max(remaining, 0.0)):
+                            print(f"{kind} {percent}%: not served within {args.timeout:.0f} s")
+                            return 1
+                        fetched.clear()
+                        counts = observe(flags, users, features)
+                        if abs(100 * counts["v2"] / len(users) - percent) <= TOLERANCE:
+                            break
                     took = time.monotonic() - changed
-                    counts = observe(flags, users, features)
                     print(
                         f"{kind:<8} {percent:>3}% -> {describe(counts, len(users))}  "
                         f"(arrived after {took:.1f} s, {sum(counts.values())} requests served)"
