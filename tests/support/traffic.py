@@ -24,9 +24,10 @@ class Traffic:
     ``pause_s`` paces each thread. An exception that reaches the caller is counted in ``raised``
     (the first ones are kept in ``errors``) and the loop goes on: fallbacks should prevent them.
 
-    ``answers`` counts (serving version, first predicted label), ``reasons`` the serving reasons,
-    ``latest`` holds each thread's last serving version. Safe to read from the test thread while
-    the traffic runs.
+    ``latest`` holds each thread's last serving version and ``calls`` counts the requests so far:
+    both can be read while the traffic runs. ``answers`` counts (serving version, first predicted
+    label) and ``reasons`` the serving reasons: they are complete once the traffic stopped (each
+    thread counts on its own and adds its counts when it ends, so the requests share no lock).
     """
 
     def __init__(
@@ -90,23 +91,29 @@ class Traffic:
 
     def _run(self, index: int) -> None:
         rng = np.random.default_rng(index)
+        answers: Counter[tuple[str, int]] = Counter()
+        reasons: Counter[str] = Counter()
         deadline = time.monotonic() + self.limit_s
         n = 0
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            n += 1
-            try:
-                handle = self.flags.get_model(self.model, f"user-{n % self.users}")
-                label = int(np.asarray(handle.predict(rng.random((1, 2))))[0])
-            except Exception as exc:  # every exception a caller would see is a finding
-                with self._lock:
-                    self.raised += 1
-                    if len(self.errors) < KEPT_ERRORS:
-                        self.errors.append(exc)
-            else:
-                with self._lock:
-                    self.answers[(handle.version, label)] += 1
-                    self.reasons[str(handle.reason)] += 1
-                self.latest[index] = handle.version
-            self._calls[index] += 1
-            if self.pause_s:
-                self._stop.wait(self.pause_s)
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                n += 1
+                try:
+                    handle = self.flags.get_model(self.model, f"user-{n % self.users}")
+                    label = int(np.asarray(handle.predict(rng.random((1, 2))))[0])
+                except Exception as exc:  # every exception a caller would see is a finding
+                    with self._lock:
+                        self.raised += 1
+                        if len(self.errors) < KEPT_ERRORS:
+                            self.errors.append(exc)
+                else:
+                    answers[(handle.version, label)] += 1
+                    reasons[str(handle.reason)] += 1
+                    self.latest[index] = handle.version
+                self._calls[index] += 1
+                if self.pause_s:
+                    self._stop.wait(self.pause_s)
+        finally:
+            with self._lock:
+                self.answers.update(answers)
+                self.reasons.update(reasons)
