@@ -4,6 +4,11 @@
 is for "this will happen and stay so". ``holds_for`` is for "this does not happen": it is the one
 place where a test watches the clock, and only where the code gives no point to synchronise on; it
 fails as soon as the condition breaks.
+
+Between two looks at the condition each waits at least :data:`POLL_S`, and at least as long as the
+last look took: a condition that serves hundreds of requests to find its answer then takes at
+most half of the interpreter, and the threads it waits for (a provider's poller, a prewarm pass)
+get the rest.
 """
 
 from __future__ import annotations
@@ -14,7 +19,14 @@ from collections.abc import Callable
 __all__ = ["POLL_S", "holds_for", "settles", "wait_until"]
 
 POLL_S = 0.01
-"""How often a condition is looked at again."""
+"""The shortest pause between two looks at a condition, in seconds."""
+
+
+def _look(predicate: Callable[[], bool]) -> tuple[bool, float]:
+    """The condition's value and the seconds it took to compute it."""
+    began = time.monotonic()
+    held = predicate()
+    return held, time.monotonic() - began
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> float:
@@ -24,11 +36,13 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = 
     seconds.
     """
     started = time.monotonic()
-    while not predicate():
+    while True:
+        held, took = _look(predicate)
+        if held:
+            return time.monotonic() - started
         if time.monotonic() - started > timeout:
             raise AssertionError(f"{what or 'the condition'}: not seen within {timeout:.1f} s")
-        time.sleep(POLL_S)
-    return time.monotonic() - started
+        time.sleep(max(POLL_S, took))
 
 
 def settles(
@@ -40,7 +54,8 @@ def settles(
     since: float | None = None
     while True:
         now = time.monotonic()
-        if predicate():
+        held, took = _look(predicate)
+        if held:
             since = now if since is None else since
             if now - since >= hold:
                 return now - started
@@ -48,7 +63,7 @@ def settles(
             since = None
         if now - started > timeout:
             raise AssertionError(f"{what or 'the condition'}: not settled within {timeout:.1f} s")
-        time.sleep(POLL_S)
+        time.sleep(max(POLL_S, took))
 
 
 def holds_for(predicate: Callable[[], bool], seconds: float, what: str = "") -> None:
@@ -59,8 +74,9 @@ def holds_for(predicate: Callable[[], bool], seconds: float, what: str = "") -> 
     """
     deadline = time.monotonic() + seconds
     while True:
-        if not predicate():
+        held, took = _look(predicate)
+        if not held:
             raise AssertionError(f"{what or 'the condition'}: broken before {seconds:.1f} s")
         if time.monotonic() >= deadline:
             return
-        time.sleep(POLL_S)
+        time.sleep(max(POLL_S, took))
