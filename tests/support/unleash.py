@@ -127,7 +127,9 @@ def stop_stack_left_by_tests() -> bool:
 
 @pytest.fixture(scope="session")
 def unleash_stack(request: pytest.FixtureRequest) -> Iterator[StackInfo]:
-    """The running stack: reused, or started here; stopped by the last test process using it."""
+    """The running stack: reused, or started here and then stopped at the end of the run (unless
+    another test run still uses it). Skipped, or failed under ``CI=true``, when the programs it
+    needs are not installed."""
     root = default_dir().resolve()
     lease = _lease(root)
     marker = root / STARTED_BY_TESTS
