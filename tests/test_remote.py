@@ -803,7 +803,15 @@ def _s3_ready() -> str | None:
 
 
 _S3_MISSING = _s3_ready()
-needs_s3 = pytest.mark.skipif(_S3_MISSING is not None, reason=_S3_MISSING or "")
+_S3_PACKAGES = pytest.mark.skipif(_S3_MISSING is not None, reason=_S3_MISSING or "")
+
+
+def needs_s3(test: Any) -> Any:
+    """An S3 test: it runs against moto's S3 server, a service, so it is marked slow (the fast
+    inner loop leaves it out); skipped without s3fs, boto3 and moto[server]."""
+    return pytest.mark.slow(_S3_PACKAGES(test))
+
+
 BUCKET = "models"
 CREDENTIALS = {"key": "testing", "secret": "testing"}
 
