@@ -1,8 +1,9 @@
 """Remote artifacts: what the verified, content-addressed cache costs over a bare download.
 
-Builds a ~50 MB joblib artifact, serves it from the test artifact server (``tests/artifact_server``)
-on 127.0.0.1 in a child process, as a real artifact server would be (not sharing this process's
-CPU time and GIL), and prints medians of a few interleaved repeats:
+Builds a ~50 MB joblib artifact, serves it from the tests' artifact server
+(``tests/support/artifact_server.py``) on 127.0.0.1 in a child process, as a real artifact server
+would be (not sharing this process's CPU time and GIL), and prints medians of a few interleaved
+repeats:
 
 * cold: ``ArtifactStore.load`` through a ``RemoteFetcher`` (stream, hash, sync to disk, rename,
   locks, then ``joblib.load`` of the very bytes that were hashed), against a bare httpx streamed
@@ -46,7 +47,7 @@ TESTS = Path(__file__).resolve().parent.parent / "tests"
 SERVE = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from artifact_server import ArtifactServer
+from support.artifact_server import ArtifactServer
 data = open(sys.argv[2], "rb").read()
 with ArtifactServer() as server:
     print(server.add("/model.joblib", data), flush=True)

@@ -5,7 +5,7 @@ Prints three tables:
 1. flagd FILE mode: from an atomic edit of the flag file to the first request served by the new
    version, with flagd polling the file every 50 ms and every 500 ms (its default);
 2. Unleash 8 (refresh interval 1 s): from a change of the variant weights through the admin API to
-   the first request served by the new version. When the local stack of ``providers/unleash``
+   the first request served by the new version. When the local stack of ``services/unleash``
    is not running, ``start.py`` starts it (and ``stop.py`` stops it at the end);
 3. request latency (p50, p99, max) of ``get_model(...).predict`` from 4 threads in a loop, in a
    steady state and during a switch to a version not loaded yet, with and without prewarm
@@ -47,7 +47,7 @@ from sklearn.linear_model import LogisticRegression
 from modelflags import Loaded, ModelFlags
 
 ROOT = Path(__file__).resolve().parents[1]
-UNLEASH_DIR = ROOT / "providers" / "unleash"
+UNLEASH_DIR = ROOT / "services" / "unleash"
 MODEL = "recommender"
 ROW = np.zeros((1, 4))
 THREADS = 4
@@ -167,7 +167,7 @@ def flagd_switches(poll_ms: int, switches: int) -> list[float]:
 
 
 def start_unleash() -> dict[str, Any] | None:
-    """The running stack (started by providers/unleash/start.py when needed), or None."""
+    """The running stack (started by services/unleash/start.py when needed), or None."""
     result = subprocess.run(
         [sys.executable, str(UNLEASH_DIR / "start.py"), "--json"],
         capture_output=True,

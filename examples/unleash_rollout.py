@@ -1,9 +1,9 @@
 """A canary rollout and a rollback driven from Unleash, served by modelflags.
 
 The program starts no server: point it at a running Unleash (for example the local stack of
-``providers/unleash``)::
+``services/unleash``)::
 
-    python providers/unleash/start.py --json > /tmp/stack.json
+    python services/unleash/start.py --json > /tmp/stack.json
     python examples/unleash_rollout.py --stack-json /tmp/stack.json
     # or: --url http://127.0.0.1:4242 --admin-token '*:*.…' --client-token 'default:development.…'
 
@@ -15,8 +15,8 @@ What it does, in a temporary folder:
    the versions (variant name and string payload = version id), 100% ``v1``;
 3. reads it through ``openfeature-provider-unleash`` (polling every second) and walks a canary
    10% -> 50% -> 100% and a rollback to 0%, changing only the variant weights; after each change
-   it waits (bounded) for the provider to fetch it, then prints the split it serves over 1,000
-   users, every request answered by a model;
+   it waits (bounded) until the provider has fetched it and the new split is served, then prints
+   that split over 1,000 users, every request answered by a model;
 4. deletes the flag.
 """
 
@@ -50,6 +50,8 @@ MODEL = "churn"
 PROJECT = "default"
 ENVIRONMENT = "development"
 STEPS = [("canary", 10), ("canary", 50), ("canary", 100), ("rollback", 0)]
+TOLERANCE = 3.0
+"""Percentage points between a step's target and the share of the sample served by ``v2``."""
 
 
 class UnleashFlags:
@@ -108,9 +110,12 @@ class UnleashFlags:
         self._call("POST", f"{self._feature(flag)}/environments/{ENVIRONMENT}/on")
 
     def delete(self, flag: str) -> None:
-        """Archive ``flag``, then delete it from the archive."""
-        self._call("DELETE", self._feature(flag))  # archives it
-        self._call("DELETE", f"/api/admin/archive/{flag}")
+        """Archive ``flag`` (it leaves the project; Unleash keeps it in its archive).
+
+        Not deleted from the archive at once: unleash-server 8 records the archiving in the
+        background, and deleting the flag before that makes the write fail and the server exit.
+        """
+        self._call("DELETE", self._feature(flag))
 
 
 def train(folder: Path) -> dict[str, Path]:
@@ -166,7 +171,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--admin-token", help="an admin API token (*:*.…)")
     parser.add_argument("--client-token", help="a backend token of the development environment")
     parser.add_argument(
-        "--stack-json", type=Path, help="the JSON printed by providers/unleash/start.py --json"
+        "--stack-json", type=Path, help="the JSON printed by services/unleash/start.py --json"
     )
     parser.add_argument("--flag", default=f"churn-model-{uuid.uuid4().hex[:8]}")
     parser.add_argument("--users", type=int, default=1000)
@@ -223,11 +228,18 @@ def main(argv: list[str] | None = None) -> int:
                     fetched.clear()
                     changed = time.monotonic()
                     unleash.set_canary(args.flag, percent)
-                    if not fetched.wait(args.timeout):
-                        print(f"{kind} {percent}%: not fetched within {args.timeout:.0f} s")
-                        return 1
+                    # A fetch can still bring an earlier revision of the flag: wait for fetches
+                    # until the split served is this step's.
+                    while True:
+                        remaining = changed + args.timeout - time.monotonic()
+                        if not fetched.wait(max(remaining, 0.0)):
+                            print(f"{kind} {percent}%: not served within {args.timeout:.0f} s")
+                            return 1
+                        fetched.clear()
+                        counts = observe(flags, users, features)
+                        if abs(100 * counts["v2"] / len(users) - percent) <= TOLERANCE:
+                            break
                     took = time.monotonic() - changed
-                    counts = observe(flags, users, features)
                     print(
                         f"{kind:<8} {percent:>3}% -> {describe(counts, len(users))}  "
                         f"(arrived after {took:.1f} s, {sum(counts.values())} requests served)"

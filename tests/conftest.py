@@ -1,19 +1,31 @@
-"""Shared fixtures: real scikit-learn models on disk, registries, real OpenFeature providers."""
+"""Shared fixtures: real scikit-learn models on disk, registries, real OpenFeature providers.
+
+The fixtures for services (the artifact HTTP server, the Unleash stack, Chromium) come from the
+support plugin registered here (``tests/support/plugin.py``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
-from sklearn.linear_model import LogisticRegression
 
 from support import FakeClock, Workspace, memory_provider
+from support.plugin import register
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 pytest_plugins = ["pytester"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    register(config)
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +45,8 @@ def features() -> np.ndarray:
 @pytest.fixture(scope="session")
 def trained() -> dict[str, LogisticRegression]:
     """Two real classifiers that disagree on part of the input space."""
+    from sklearn.linear_model import LogisticRegression  # here: the main xdist process skips it
+
     rng = np.random.RandomState(1)
     X = rng.rand(200, 3)
     y1 = (X[:, 0] > 0.5).astype(int)

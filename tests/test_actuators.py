@@ -9,12 +9,10 @@ import json
 import os
 import re
 import stat
-import sys
 import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,8 @@ from openfeature.event import EventDetails, ProviderEvent
 from modelflags.errors import ModelFlagsError
 from modelflags.rollout.actuators import Actuator, ActuatorError, FlagdFileActuator, UnleashActuator
 
-UNLEASH_DIR = Path(__file__).resolve().parents[1] / "providers" / "unleash"
+from support import wait_until
+from support.unleash import StackInfo, UnleashAdmin
 
 FLAG_FILE: dict[str, Any] = {
     "$schema": "https://flagd.dev/schema/v0/flags.json",
@@ -74,16 +73,6 @@ class Reloads:
         with self._changed:
             if not self._changed.wait_for(lambda: self._count > count, timeout):
                 raise AssertionError(f"the flag file was not reloaded within {timeout} s")
-
-    def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Return once ``predicate`` holds, checking it again after each reload."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"not seen within {timeout} s of reloads")
-            with self._changed:
-                self._changed.wait(min(remaining, 0.05))
 
 
 @pytest.fixture
@@ -157,7 +146,11 @@ def test_flagd_rollback_sends_everyone_to_the_baseline(flag_path: Path, flagd: R
     flag = json.loads(flag_path.read_text())["flags"]["recommender"]
     assert (flag["defaultVariant"], flag["targeting"], flag["state"]) == ("v1", {}, "ENABLED")
 
-    flagd.wait_until(lambda: served("recommender", range(200), "none") == Counter({"v1": 200}))
+    wait_until(
+        lambda: served("recommender", range(200), "none") == Counter({"v1": 200}),
+        5.0,
+        "everyone on the baseline",
+    )
     assert api.get_client().get_string_value("recommender", "none") == "v1"
 
 
@@ -467,45 +460,16 @@ def test_unleash_connection_failure_is_an_actuator_error() -> None:
 # -- Unleash, the real server -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def unleash() -> Iterator[Any]:
-    """The Unleash stack of providers/unleash, started if needed and stopped if started here."""
-    if str(UNLEASH_DIR) not in sys.path:
-        sys.path.insert(0, str(UNLEASH_DIR))
-    import unleash_stack
-
-    try:
-        stack = unleash_stack.start_stack()
-    except unleash_stack.StackError as exc:
-        missing = "not found" in str(exc) or "not installed" in str(exc)
-        if missing and os.environ.get("CI") != "true":
-            pytest.skip(f"the Unleash stack cannot start here: {exc}")
-        pytest.fail(f"the Unleash stack did not start: {exc}")
-    yield stack
-    if not stack.reused and os.environ.get("MODELFLAGS_UNLEASH_KEEP", "") in ("", "0"):
-        unleash_stack.stop_stack(stack.dir or None)
-
-
 @pytest.fixture
-def admin(unleash: Any) -> Iterator[Any]:
-    import unleash_stack
-
-    with unleash_stack.UnleashAdmin(unleash.url, unleash.admin_token) as client:
-        yield client
-
-
-@pytest.fixture
-def unleash_flag(admin: Any) -> Iterator[str]:
+def unleash_flag(unleash_admin: UnleashAdmin, flag_name: str) -> str:
     """A new flag with a unique name, archived and deleted afterwards."""
-    name = f"mf-actuator-{uuid.uuid4().hex[:10]}"
-    admin.create_flag(name)
-    yield name
-    admin.delete_flag(name)
+    unleash_admin.create_flag(flag_name)
+    return flag_name
 
 
 @pytest.fixture
-def actuator(unleash: Any) -> Iterator[UnleashActuator]:
-    with UnleashActuator(unleash.url, unleash.admin_token) as actuator:
+def actuator(unleash_stack: StackInfo) -> Iterator[UnleashActuator]:
+    with UnleashActuator(unleash_stack.url, unleash_stack.admin_token) as actuator:
         yield actuator
 
 
@@ -525,35 +489,38 @@ def variants(strategy: dict[str, Any]) -> list[tuple[str, int, str, str]]:
 
 @pytest.mark.unleash
 def test_unleash_split_shows_exact_weights_in_the_admin_api(
-    admin: Any, actuator: UnleashActuator, unleash_flag: str
+    unleash_admin: UnleashAdmin, actuator: UnleashActuator, unleash_flag: str
 ) -> None:
     """A 90/10 split is stored as strategy variants of 900 and 100 per mille, flag on."""
     actuator.set_split(unleash_flag, {"v1": 90, "v2": 10})
-    env = environment(admin, unleash_flag)
+    env = environment(unleash_admin, unleash_flag)
     assert env["enabled"] is True
     [strategy] = env["strategies"]
     assert strategy["name"] == "flexibleRollout"
     assert strategy["parameters"]["rollout"] == "100"
     assert variants(strategy) == [("v1", 900, "fix", "v1"), ("v2", 100, "variable", "v2")]
-    assert environment(admin, unleash_flag, "production")["enabled"] is False
+    assert environment(unleash_admin, unleash_flag, "production")["enabled"] is False
 
 
 @pytest.mark.unleash
 def test_unleash_split_updates_the_same_strategy_in_place(
-    admin: Any, actuator: UnleashActuator, unleash_flag: str
+    unleash_admin: UnleashAdmin, actuator: UnleashActuator, unleash_flag: str
 ) -> None:
     """Each stage rewrites the variants of one strategy; nothing piles up."""
     actuator.set_split(unleash_flag, {"v1": 99, "v2": 1})
-    [first] = environment(admin, unleash_flag)["strategies"]
+    [first] = environment(unleash_admin, unleash_flag)["strategies"]
     actuator.set_split(unleash_flag, {"v1": 50, "v2": 50})
-    [second] = environment(admin, unleash_flag)["strategies"]
+    [second] = environment(unleash_admin, unleash_flag)["strategies"]
     assert second["id"] == first["id"]
     assert variants(second) == [("v1", 500, "fix", "v1"), ("v2", 500, "variable", "v2")]
 
 
 @pytest.mark.unleash
 def test_unleash_rollback_leaves_the_last_good_version_at_100_percent(
-    unleash: Any, admin: Any, actuator: UnleashActuator, unleash_flag: str
+    unleash_stack: StackInfo,
+    unleash_admin: UnleashAdmin,
+    actuator: UnleashActuator,
+    unleash_flag: str,
 ) -> None:
     """A rollback leaves one variant, the LKG at 1000 per mille, in every strategy that served
     the abandoned version, and the flag stays on."""
@@ -573,16 +540,16 @@ def test_unleash_rollback_leaves_the_last_good_version_at_100_percent(
         ],
     }
     created = httpx.post(
-        f"{unleash.url}/api/admin/projects/default/features/{unleash_flag}"
+        f"{unleash_stack.url}/api/admin/projects/default/features/{unleash_flag}"
         "/environments/development/strategies",
         json=beta,
-        headers={"Authorization": unleash.admin_token},
+        headers={"Authorization": unleash_stack.admin_token},
         timeout=10,
     )
     assert created.status_code == 200, created.text
 
     actuator.rollback(unleash_flag, to_version="v1", from_version="v2")
-    env = environment(admin, unleash_flag)
+    env = environment(unleash_admin, unleash_flag)
     assert env["enabled"] is True
     assert [variants(s) for s in env["strategies"]] == [[("v1", 1000, "variable", "v1")]] * 2
     by_name = {s["name"]: s for s in env["strategies"]}
@@ -591,11 +558,11 @@ def test_unleash_rollback_leaves_the_last_good_version_at_100_percent(
 
 @pytest.mark.unleash
 def test_unleash_invalid_token_is_an_actuator_error_with_its_status(
-    unleash: Any, unleash_flag: str
+    unleash_stack: StackInfo, unleash_flag: str
 ) -> None:
     """A token Unleash refuses gives ActuatorError with the HTTP status and body."""
     with (
-        UnleashActuator(unleash.url, "*:*.not-a-real-token") as actuator,
+        UnleashActuator(unleash_stack.url, "*:*.not-a-real-token") as actuator,
         pytest.raises(ActuatorError) as caught,
     ):
         actuator.set_split(unleash_flag, {"v1": 90, "v2": 10})

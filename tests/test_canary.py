@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +25,8 @@ from modelflags.rollout.actuators import Actuator, ActuatorError, FlagdFileActua
 from modelflags.rollout.canary import CanaryDriver, CanaryResult, CanaryStep, Stage
 
 from models import Broken, Constant
-from support import FakeClock, Workspace
-
-UNLEASH_DIR = Path(__file__).resolve().parents[1] / "providers" / "unleash"
+from support import FakeClock, Workspace, wait_until
+from support.unleash import REFRESH_INTERVAL, StackInfo, UnleashAdmin
 
 
 @dataclass(frozen=True)
@@ -509,78 +505,35 @@ def test_canary_on_flagd_rolls_back_a_bad_version(
 # -- end to end on Unleash ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def unleash() -> Iterator[Any]:
-    """The Unleash stack of providers/unleash, started if needed and stopped if started here."""
-    if str(UNLEASH_DIR) not in sys.path:
-        sys.path.insert(0, str(UNLEASH_DIR))
-    import unleash_stack
-
-    try:
-        stack = unleash_stack.start_stack()
-    except unleash_stack.StackError as exc:
-        missing = "not found" in str(exc) or "not installed" in str(exc)
-        if missing and os.environ.get("CI") != "true":
-            pytest.skip(f"the Unleash stack cannot start here: {exc}")
-        pytest.fail(f"the Unleash stack did not start: {exc}")
-    yield stack
-    if not stack.reused and os.environ.get("MODELFLAGS_UNLEASH_KEEP", "") in ("", "0"):
-        unleash_stack.stop_stack(stack.dir or None)
-
-
-#: UnleashClient's poll interval in these tests (whole seconds).
-REFRESH_INTERVAL = 1
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> float:
-    """Poll ``predicate`` (Unleash is only polled, so there is no event to wait on)."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not seen within {timeout:.1f} s")
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 @pytest.mark.unleash
+@pytest.mark.slow
 def test_canary_on_unleash_rolls_back_a_bad_version(
-    unleash: Any, workspace: Workspace, tmp_path: Path
+    unleash_stack: StackInfo,
+    unleash_admin: UnleashAdmin,
+    flag_name: str,
+    unleash_provider: Callable[..., Any],
+    workspace: Workspace,
 ) -> None:
     """On a real Unleash read by its real provider, the canary passes 1 %, reaches 10 %, sees the
     candidate fail, and rolls back: every user gets v1 within refresh + 2 s.
 
     Real time: the provider polls Unleash, so the driver runs on the real clock here.
     """
-    import unleash_stack
-    from openfeature.contrib.provider.unleash import UnleashProvider
-    from UnleashClient.cache import FileCache
-
-    flag = f"mf-canary-{uuid.uuid4().hex[:10]}"
+    flag = flag_name
     workspace.add("recommender", "v1", Constant(1))
     workspace.add("recommender", "v2", Broken(2))
     workspace.set("recommender", flag=flag)
     registry = workspace.write()
 
-    with (
-        unleash_stack.UnleashAdmin(unleash.url, unleash.admin_token) as admin,
-        UnleashActuator(unleash.url, unleash.admin_token) as actuator,
-    ):
+    admin = unleash_admin
+    with UnleashActuator(unleash_stack.url, unleash_stack.admin_token) as actuator:
         admin.create_flag(flag)
-        provider: UnleashProvider | None = None
         try:
             actuator.set_split(flag, {"v1": 100})
-            app_name = f"modelflags-canary-{flag}"
-            provider = UnleashProvider(
-                url=f"{unleash.url}/api",
-                app_name=app_name,
-                api_token=unleash.client_token,
-                cache=FileCache(app_name, directory=str(tmp_path / "unleash-cache")),
-            )
-            provider.client.unleash_refresh_interval = REFRESH_INTERVAL
-            api.set_provider_and_wait(provider)
+            api.set_provider_and_wait(unleash_provider())
             client = api.get_client()
             probe = EvaluationContext(targeting_key="probe")
-            wait_for(
+            wait_until(
                 lambda: client.get_string_value(flag, "none", probe) == "v1",
                 REFRESH_INTERVAL + 2,
                 "the new flag",
@@ -619,12 +572,11 @@ def test_canary_on_unleash_rolls_back_a_bad_version(
                     handles = [flags.get_model("recommender", f"user-{i}") for i in range(300)]
                     return {(h.requested_version, h.version) for h in handles} == {("v1", "v1")}
 
-                wait_for(everyone_on_v1, REFRESH_INTERVAL + 2, "everyone on v1")
+                wait_until(everyone_on_v1, REFRESH_INTERVAL + 2, "everyone on v1")
                 assert time.monotonic() - rolled_back <= REFRESH_INTERVAL + 2
         finally:
             api.shutdown()
             api.clear_providers()
-            admin.delete_flag(flag)
 
 
 def environment_strategies(admin: Any, flag: str) -> Sequence[dict[str, Any]]:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,24 +14,11 @@ import pytest
 
 from modelflags.cli import main
 
-from artifact_server import ArtifactServer, not_found
+from support.artifact_server import ArtifactServer, not_found
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def running_server() -> Iterator[ArtifactServer]:
-    with ArtifactServer() as running:
-        yield running
-
-
-@pytest.fixture
-def server(running_server: ArtifactServer) -> ArtifactServer:
-    """The module's artifact server, emptied for each test."""
-    running_server.reset()
-    return running_server
 
 
 def write_registry(folder: Path, models: dict[str, Any], name: str = "registry.json") -> Path:
@@ -42,7 +28,7 @@ def write_registry(folder: Path, models: dict[str, Any], name: str = "registry.j
 
 
 @pytest.fixture
-def registry(tmp_path: Path, server: ArtifactServer) -> Path:
+def registry(tmp_path: Path, artifact_server: ArtifactServer) -> Path:
     """Two models: one with two remote versions, one with a local version."""
     one, two, local = b"recommender v1" * 1000, b"recommender v2" * 1000, b"ranker v1"
     (tmp_path / "ranker-v1.joblib").write_bytes(local)
@@ -53,8 +39,8 @@ def registry(tmp_path: Path, server: ArtifactServer) -> Path:
                 "default_version": "v1",
                 "shadow_flag": "recommender.shadow",
                 "versions": {
-                    "v1": {"uri": server.add("/rec/v1.joblib", one), "sha256": sha(one)},
-                    "v2": {"uri": server.add("/rec/v2.joblib", two), "sha256": sha(two)},
+                    "v1": {"uri": artifact_server.add("/rec/v1.joblib", one), "sha256": sha(one)},
+                    "v2": {"uri": artifact_server.add("/rec/v2.joblib", two), "sha256": sha(two)},
                 },
             },
             "ranker": {
@@ -94,7 +80,10 @@ def test_validate_reports_a_missing_registry_file(
 
 
 def test_prefetch_downloads_remote_versions_and_verifies_local_ones(
-    registry: Path, server: ArtifactServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    registry: Path,
+    artifact_server: ArtifactServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cache = tmp_path / "cache"
     assert main(["prefetch", str(registry), "--cache-dir", str(cache)]) == 0
@@ -106,17 +95,20 @@ def test_prefetch_downloads_remote_versions_and_verifies_local_ones(
     assert "[1/3] ranker/v1 ok (local, verified)" in captured.err
     assert "recommender/v1 [########################] 100% 14.0 kB/14.0 kB ok" in captured.err
     assert len(list((cache / "sha256").glob("*/*"))) == 2
-    assert server.count("/rec/v1.joblib") == server.count("/rec/v2.joblib") == 1
+    assert artifact_server.count("/rec/v1.joblib") == artifact_server.count("/rec/v2.joblib") == 1
 
 
 def test_prefetch_again_finds_everything_cached(
-    registry: Path, server: ArtifactServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    registry: Path,
+    artifact_server: ArtifactServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cache = str(tmp_path / "cache")
     assert main(["prefetch", str(registry), "--cache-dir", cache]) == 0
     assert main(["prefetch", str(registry), "--cache-dir", cache]) == 0
     assert "recommender/v2 ok (cached)" in capsys.readouterr().err
-    assert server.count("/rec/v2.joblib") == 1
+    assert artifact_server.count("/rec/v2.joblib") == 1
 
 
 def test_prefetch_uses_the_cache_folder_of_the_environment(
@@ -128,28 +120,33 @@ def test_prefetch_uses_the_cache_folder_of_the_environment(
 
 
 def test_prefetch_of_named_models_fetches_only_theirs(
-    registry: Path, server: ArtifactServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    registry: Path,
+    artifact_server: ArtifactServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cache = str(tmp_path / "cache")
     assert main(["prefetch", str(registry), "--model", "ranker", "--cache-dir", cache]) == 0
     assert "prefetched 1 version of 1 model" in capsys.readouterr().out
-    assert server.requests() == []
+    assert artifact_server.requests() == []
 
 
 def test_prefetch_lists_every_failure_and_exits_with_1(
-    tmp_path: Path, server: ArtifactServer, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, artifact_server: ArtifactServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good, gone, local = b"good", b"gone", b"local bytes"
     (tmp_path / "tampered.joblib").write_bytes(b"tampered")
-    server.fail(server.add("/gone", gone).removeprefix(server.base_url), not_found())
+    artifact_server.fail(
+        artifact_server.add("/gone", gone).removeprefix(artifact_server.base_url), not_found()
+    )
     path = write_registry(
         tmp_path,
         {
             "a": {
                 "default_version": "ok",
                 "versions": {
-                    "ok": {"uri": server.add("/good", good), "sha256": sha(good)},
-                    "gone": {"uri": server.url("/gone"), "sha256": sha(gone)},
+                    "ok": {"uri": artifact_server.add("/good", good), "sha256": sha(good)},
+                    "gone": {"uri": artifact_server.url("/gone"), "sha256": sha(gone)},
                 },
             },
             "b": {
@@ -158,7 +155,7 @@ def test_prefetch_lists_every_failure_and_exits_with_1(
                     "v1": {"uri": "tampered.joblib", "sha256": sha(local)},
                     "v2": {"uri": "missing.joblib"},
                     "v3": {
-                        "uri": server.add("/secret", good),
+                        "uri": artifact_server.add("/secret", good),
                         "sha256": sha(good),
                         "headers_env": {"Authorization": "MODELFLAGS_TEST_UNSET_TOKEN"},
                     },
@@ -169,7 +166,7 @@ def test_prefetch_lists_every_failure_and_exits_with_1(
     assert main(["prefetch", str(path), "--cache-dir", str(tmp_path / "cache")]) == 1
     err = capsys.readouterr().err
     assert "4 of 5 versions failed:" in err
-    assert f"  a/gone: {server.url('/gone')} not found (HTTP 404)" in err
+    assert f"  a/gone: {artifact_server.url('/gone')} not found (HTTP 404)" in err
     assert "  b/v1: artifact " in err and "has sha256" in err
     assert "  b/v2: artifact file not found" in err
     assert "  b/v3: environment variable 'MODELFLAGS_TEST_UNSET_TOKEN'" in err

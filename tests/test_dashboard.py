@@ -8,66 +8,28 @@ again. Screenshots land in the test's ``tmp_path`` for debugging.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from openfeature import api
-from openfeature.contrib.provider.unleash import UnleashProvider
-from unleash_fixtures import (  # noqa: F401  (fixtures, registered under their names)
-    CHANGE_BOUND,
-    StackInfo,
-    UnleashAdmin,
-    create_rollout,
-    flag_name_fixture,
-    unavailable,
-    unleash_admin_fixture,
-    unleash_provider_fixture,
-    unleash_stack_fixture,
-    wait_until,
-)
 
 from modelflags import ModelFlags
 
 from models import Constant
-from support import Workspace
+from support import Workspace, wait_until
+from support.unleash import CHANGE_BOUND, StackInfo, UnleashAdmin, create_rollout
 
-try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
-except ImportError:  # reported by the browser fixture: a skip, or a failure under CI=true
-    sync_playwright = None
+if TYPE_CHECKING:  # imported when the test runs (the browser fixture reports a missing one)
+    from openfeature.contrib.provider.unleash import UnleashProvider
+    from playwright.sync_api import Browser, Page
 
-pytestmark = [pytest.mark.browser, pytest.mark.unleash]
+pytestmark = [pytest.mark.browser, pytest.mark.unleash, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 UI_TIMEOUT_MS = 20_000
 MODEL = "churn"
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless, through Playwright."""
-    if sync_playwright is None:
-        unavailable("the playwright Python package is not installed (pip install playwright)")
-    if shutil.which(CHROMIUM) is None:
-        unavailable(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @pytest.fixture
@@ -106,6 +68,8 @@ def test_toggling_the_flag_in_the_web_ui_switches_the_served_model(
     tmp_path: Path,
 ) -> None:
     """Off in the dashboard: the default (LKG) is served; on again: the flagged variant."""
+    from playwright.sync_api import expect
+
     create_rollout(unleash_admin, flag_name, {"v1": 100, "v2": 0})
     api.set_provider_and_wait(unleash_provider())
     page = dashboard

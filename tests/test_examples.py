@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_quickstart_tells_its_story_without_a_failed_request() -> None:
     """The quickstart shows the canary split, the beta user, the live edit and a safe fallback."""
     result = subprocess.run(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from modelflags import (
 from modelflags.serving.health import STATE_FILE
 
 from models import Broken, Constant, PickyAboutInput
-from support import FakeClock, Workspace
+from support import FakeClock, Workspace, holds_for, wait_until
 
 X = np.zeros((3, 2))
 
@@ -341,12 +340,11 @@ def test_flag_change_event_lifts_quarantine(
 
         assert waiting()
         provider.emit_provider_configuration_changed(ProviderEventDetails(flags_changed=["other"]))
-        time.sleep(0.2)  # the SDK delivers events on its own thread
-        assert waiting()
+        # The SDK delivers events on its own threads and nothing tells when ModelFlags has
+        # handled this one: watch for a while.
+        holds_for(waiting, 0.2, "the quarantine stays")
         provider.emit_provider_configuration_changed(ProviderEventDetails(flags_changed=["m"]))
-        deadline = time.monotonic() + 5
-        while waiting() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: not waiting(), 5.0, "the quarantine lifted")
         (lifted,) = flags.status()["m"].quarantined  # may be tried now; its failures are kept
         assert (lifted.retry_in_s, lifted.failures) == (0.0, 1)
         assert flags.release("m") == ["v2"]

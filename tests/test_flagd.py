@@ -17,7 +17,7 @@ from openfeature.contrib.provider.flagd.config import ResolverType
 from modelflags import ModelFlags
 
 from models import Constant
-from support import Workspace
+from support import Workspace, wait_until
 
 
 def flag_file(path: Path, targeting: dict[str, Any], default: str = "v1") -> None:
@@ -71,11 +71,11 @@ def test_targeting_rule_gives_beta_users_their_version(flagd: Path, registry: Pa
     """A flagd targeting rule on a context attribute picks the beta version for beta users."""
     flag_file(flagd, {"if": [{"==": [{"var": "plan"}, "beta"]}, "v3", "v1"]})
     with ModelFlags(registry) as flags:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if flags.get_model("recommender", {"id": "b", "plan": "beta"}).version == "v3":
-                break
-            time.sleep(0.02)
+        wait_until(
+            lambda: flags.get_model("recommender", {"id": "b", "plan": "beta"}).version == "v3",
+            5.0,
+            "the beta rule",
+        )
         assert flags.get_model("recommender", {"id": "b", "plan": "beta"}).version == "v3"
         assert flags.get_model("recommender", {"id": "f", "plan": "free"}).version == "v1"
 
@@ -86,9 +86,6 @@ def test_atomic_flag_file_edit_switches_within_a_second(flagd: Path, registry: P
         assert flags.get_model("recommender", "user-1").version in {"v1", "v2"}
         flag_file(flagd, {}, default="v3")
         changed = time.monotonic()
-        while time.monotonic() - changed < 1.0:
-            if flags.get_model("recommender", "user-1").version == "v3":
-                break
-            time.sleep(0.01)
+        wait_until(lambda: flags.get_model("recommender", "user-1").version == "v3", 1.0, "v3")
         assert flags.get_model("recommender", "user-1").version == "v3"
         assert time.monotonic() - changed < 1.0

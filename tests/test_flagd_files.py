@@ -1,4 +1,4 @@
-"""Flag files are valid flagd files: providers/flagd's examples and those the programs write.
+"""Flag files are valid flagd files: examples/flagd's files and those the programs write.
 
 Each file is checked by ``modelflags validate``'s flag-file checker (the structure the Python
 provider reads, variants named by the default or by targeting exist, variant values are
@@ -28,8 +28,8 @@ from modelflags.cli import flagfile, main
 from modelflags.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGD_DIR = ROOT / "providers" / "flagd"
-EXAMPLE_FILES = sorted(FLAGD_DIR.glob("*.json"))
+EXAMPLES_DIR = ROOT / "examples" / "flagd"
+EXAMPLE_FILES = sorted(EXAMPLES_DIR.glob("*.json"))
 #: Programs whose flag-file writers are checked (a module with ``write_flags``/``write_flag_file``).
 WRITER_SOURCES = [
     *sorted((ROOT / "examples").glob("*.py")),
@@ -100,7 +100,7 @@ def assert_flagd_serves_every_flag(client: Any, document: dict[str, Any]) -> Non
 
 
 def test_the_examples_cover_a_canary_targeting_and_a_rollback() -> None:
-    """providers/flagd ships the three example flag files its README describes."""
+    """examples/flagd holds the three example flag files its README describes."""
     assert {p.name for p in EXAMPLE_FILES} >= {"canary.json", "targeting.json", "rollback.json"}
 
 
@@ -114,7 +114,7 @@ def test_example_flag_file_is_valid_and_flagd_serves_it(path: Path, served: Any)
 
 def test_canary_file_sends_about_a_tenth_of_users_to_the_canary(served: Any) -> None:
     """canary.json: a 90/10 split by targeting key, and a quarter of calls name a shadow."""
-    client = served(json.loads((FLAGD_DIR / "canary.json").read_text()))
+    client = served(json.loads((EXAMPLES_DIR / "canary.json").read_text()))
     users = [EvaluationContext(f"user-{i}") for i in range(2000)]
     split = Counter(client.get_string_value("recommender", "v1", user) for user in users)
     assert abs(split["v2"] / 2000 - 0.10) <= 0.02, split
@@ -124,7 +124,7 @@ def test_canary_file_sends_about_a_tenth_of_users_to_the_canary(served: Any) -> 
 
 def test_targeting_file_routes_beta_and_staff_users(served: Any) -> None:
     """targeting.json: beta users get v3, staff (by a shared evaluator) v2, others v1 or v2."""
-    client = served(json.loads((FLAGD_DIR / "targeting.json").read_text()))
+    client = served(json.loads((EXAMPLES_DIR / "targeting.json").read_text()))
     beta = EvaluationContext("b", {"plan": "beta", "email": "b@example.com", "account": "a"})
     staff = EvaluationContext("s", {"plan": "free", "email": "s@example.com", "account": "a"})
     assert client.get_string_value("recommender", "-", beta) == "v3"
@@ -140,7 +140,7 @@ def test_targeting_file_routes_beta_and_staff_users(served: Any) -> None:
 
 def test_rollback_file_sends_everyone_back_without_a_shadow(served: Any) -> None:
     """rollback.json: v1 for everyone and an empty shadow value (no shadow)."""
-    client = served(json.loads((FLAGD_DIR / "rollback.json").read_text()))
+    client = served(json.loads((EXAMPLES_DIR / "rollback.json").read_text()))
     assert {client.get_string_value("recommender", "-", c) for c in CONTEXTS} == {"v1"}
     assert {client.get_string_value("recommender.shadow", "-", c) for c in CONTEXTS} == {""}
 

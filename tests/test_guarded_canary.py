@@ -9,13 +9,11 @@ clock where they can.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,10 +32,10 @@ from modelflags.rollout.actuators import FlagdFileActuator, UnleashActuator
 from modelflags.rollout.canary import CanaryResult
 
 from models import Constant
-from support import FakeClock, Workspace
+from support import EventRecorder, FakeClock, Traffic, Workspace, settles, wait_until
+from support.unleash import CHANGE_BOUND, StackInfo, UnleashAdmin
 
 ROOT = Path(__file__).resolve().parents[1]
-UNLEASH_DIR = ROOT / "providers" / "unleash"
 
 BAD_SHARE = 0.3
 """Share of inputs the flaky candidate raises on."""
@@ -48,6 +46,8 @@ GUARDRAILS: dict[str, Any] = {
     "window_s": 5,
     "action": "rollback",
 }
+ONE_PACED_THREAD: dict[str, Any] = {"threads": 1, "pause_s": 0.0005}
+"""Traffic for these tests: one thread, a request about every half millisecond."""
 NO_QUARANTINE = Backoff(initial=0.0, maximum=0.0)
 """Every call tries the candidate again, so the error rate the guardrail sees is the candidate's
 own (about ``BAD_SHARE``), whatever the policy for calls answered during a quarantine."""
@@ -93,107 +93,6 @@ class Once(Constant):
             self.failed = True
             raise RuntimeError("one transient timeout")
         return super().predict(X)
-
-
-class Events:
-    """Collects ModelFlags events and lets a test wait for one."""
-
-    def __init__(self) -> None:
-        self.seen: list[object] = []
-        self._changed = threading.Condition()
-
-    def __call__(self, event: object) -> None:
-        with self._changed:
-            self.seen.append(event)
-            self._changed.notify_all()
-
-    def of(self, kind: type[Any]) -> list[Any]:
-        """The events of type ``kind`` seen so far."""
-        with self._changed:
-            return [event for event in self.seen if isinstance(event, kind)]
-
-    def wait_for(self, predicate: Callable[[object], bool], timeout: float) -> object:
-        """The first event matching ``predicate``, waiting up to ``timeout`` seconds for it."""
-        with self._changed:
-            found: list[object] = []
-
-            def match() -> bool:
-                found[:] = [event for event in self.seen if predicate(event)][:1]
-                return bool(found)
-
-            if not self._changed.wait_for(match, timeout):
-                raise AssertionError(f"no matching event within {timeout} s: {self.seen[-5:]}")
-            return found[0]
-
-
-class Traffic:
-    """Requests from many users on a background thread: ``get_model`` then ``predict`` on a random
-    row, about one every half millisecond, until :meth:`stop` or ``limit_s`` seconds.
-
-    ``raised`` counts exceptions that reached the caller (the fallback should prevent them).
-    The counters are written by the traffic thread only; read them after :meth:`stop`.
-    """
-
-    def __init__(self, flags: ModelFlags, model: str, *, limit_s: float = 20.0) -> None:
-        self.flags = flags
-        self.model = model
-        self.limit_s = limit_s
-        self.calls = 0
-        self.raised = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """Stop sending requests and wait for the thread (idempotent)."""
-        self._stop.set()
-        self._thread.join(5)
-        assert not self._thread.is_alive()
-
-    def _run(self) -> None:
-        rng = np.random.default_rng(0)
-        deadline = time.monotonic() + self.limit_s
-        user = 0
-        while not self._stop.wait(0.0005) and time.monotonic() < deadline:
-            user += 1
-            try:
-                handle = self.flags.get_model(self.model, f"user-{user % 10_000}")
-                handle.predict(rng.random((1, 2)))
-            except Exception:
-                self.raised += 1
-            self.calls += 1
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.02)
-
-
-def settles(predicate: Callable[[], bool], timeout: float, what: str, *, hold: float = 0.5) -> None:
-    """Wait until ``predicate`` has held for ``hold`` seconds in a row."""
-    deadline = time.monotonic() + timeout
-    since: float | None = None
-    while True:
-        now = time.monotonic()
-        if predicate():
-            since = now if since is None else since
-            if now - since >= hold:
-                return
-        else:
-            since = None
-        if now > deadline:
-            raise AssertionError(f"{what}: not settled within {timeout} s")
-        time.sleep(0.02)
 
 
 def served(flags: ModelFlags, model: str = "m", users: int = 300) -> set[tuple[str, str]]:
@@ -256,6 +155,7 @@ def flag_in(path: Path) -> dict[str, Any]:
 # -- the example ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_example_rolls_back_its_slow_and_worse_candidate() -> None:
     """The example's timeline shows a stage, the guardrail firing with its evidence, the rollback
     of the flag file, and every user on v1 afterwards."""
@@ -303,7 +203,7 @@ def test_canary_on_flagd_rolls_back_a_flaky_candidate_on_its_error_rate(
 ) -> None:
     """A candidate raising on a share of inputs breaks max_error_rate at its first stage: the flag
     file is rolled back to v1, a RolledBack event carries the breach, and no caller saw an error."""
-    seen = Events()
+    seen = EventRecorder()
     with (
         ModelFlags(
             registry("flaky"),
@@ -312,7 +212,7 @@ def test_canary_on_flagd_rolls_back_a_flaky_candidate_on_its_error_rate(
             guardrail_interval=0.05,
             listeners=[seen],
         ) as flags,
-        Traffic(flags, "m") as traffic,
+        Traffic(flags, "m", **ONE_PACED_THREAD) as traffic,
     ):
         canary = flags.canary(
             "m",
@@ -330,7 +230,7 @@ def test_canary_on_flagd_rolls_back_a_flaky_candidate_on_its_error_rate(
         flag = flag_in(flag_file)
         assert (flag["defaultVariant"], flag["targeting"]) == ("v1", {})
 
-        rolled = seen.wait_for(lambda e: isinstance(e, RolledBack), 5)
+        _, rolled = seen.wait_for(RolledBack, 5)
         assert isinstance(rolled, RolledBack)
         assert (rolled.model, rolled.version, rolled.lkg) == ("m", "v2", "v1")
         breach = rolled.breach
@@ -354,10 +254,10 @@ def test_canary_on_flagd_rolls_back_a_candidate_that_cannot_load(
     workspace.add("m", "v1", Constant(1))
     workspace.add("m", "v2", raw=b"truncated upload", suffix=".pkl")
     workspace.set("m", guardrails=GUARDRAILS)
-    seen = Events()
+    seen = EventRecorder()
     with (
         ModelFlags(workspace.write(), guardrail_interval=0.05, listeners=[seen]) as flags,
-        Traffic(flags, "m") as traffic,
+        Traffic(flags, "m", **ONE_PACED_THREAD) as traffic,
     ):
         result = flags.canary(
             "m",
@@ -371,7 +271,7 @@ def test_canary_on_flagd_rolls_back_a_candidate_that_cannot_load(
         assert result.outcome == "rolled_back", result.timeline
         assert 100 not in result.stages_reached
         assert flag_in(flag_file)["defaultVariant"] == "v1"
-        rolled = seen.wait_for(lambda e: isinstance(e, RolledBack), 5)
+        _, rolled = seen.wait_for(RolledBack, 5)
         assert isinstance(rolled, RolledBack) and rolled.breach is not None
         assert (rolled.version, rolled.breach.rule) == ("v2", "max_error_rate")
         traffic.stop()
@@ -379,15 +279,16 @@ def test_canary_on_flagd_rolls_back_a_candidate_that_cannot_load(
         assert flags.status()["m"].lkg == "v1"
 
 
+@pytest.mark.slow
 def test_canary_on_flagd_promotes_a_good_candidate_after_all_stages(
     flag_file: Path, registry: Callable[..., Path]
 ) -> None:
     """A healthy candidate passes 10, 50 and 100 %, the flag file ends on v2 for everyone, and v2
     becomes the last known good version once it has held its guardrails."""
-    seen = Events()
+    seen = EventRecorder()
     with (
         ModelFlags(registry("good"), guardrail_interval=0.05, listeners=[seen]) as flags,
-        Traffic(flags, "m") as traffic,
+        Traffic(flags, "m", **ONE_PACED_THREAD) as traffic,
     ):
         result = flags.canary(
             "m",
@@ -404,7 +305,7 @@ def test_canary_on_flagd_promotes_a_good_candidate_after_all_stages(
         flag = flag_in(flag_file)
         assert (flag["defaultVariant"], flag["targeting"]) == ("v2", {})
 
-        promoted = seen.wait_for(lambda e: isinstance(e, BecameLKG) and e.version == "v2", 5)
+        _, promoted = seen.wait_for(BecameLKG, 5, where=lambda e: e.version == "v2")
         assert promoted == BecameLKG("m", "v2", "v1")
         wait_until(lambda: served(flags) == {("v2", "v2")}, 5, "everyone on v2")
         # v1's calls are still in the guardrail window for a while: v2 stays the LKG all the same.
@@ -418,70 +319,31 @@ def test_canary_on_flagd_promotes_a_good_candidate_after_all_stages(
 # -- end to end on Unleash ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def unleash() -> Iterator[Any]:
-    """The Unleash stack of providers/unleash, started if needed and stopped if started here.
-
-    Skipped when its programs are not installed, except under ``CI=true``, where that fails.
-    """
-    if str(UNLEASH_DIR) not in sys.path:
-        sys.path.insert(0, str(UNLEASH_DIR))
-    import unleash_stack
-
-    try:
-        stack = unleash_stack.start_stack()
-    except unleash_stack.StackError as exc:
-        missing = "not found" in str(exc) or "not installed" in str(exc)
-        if missing and os.environ.get("CI") != "true":
-            pytest.skip(f"the Unleash stack cannot start here: {exc}")
-        pytest.fail(f"the Unleash stack did not start: {exc}")
-    yield stack
-    if not stack.reused and os.environ.get("MODELFLAGS_UNLEASH_KEEP", "") in ("", "0"):
-        unleash_stack.stop_stack(stack.dir or None)
-
-
-REFRESH_INTERVAL = 1
-"""UnleashClient's poll interval in these tests (whole seconds)."""
-CHANGE_BOUND = REFRESH_INTERVAL + 2.0
-"""Seconds within which the SDK follows a change made through the admin API: one poll, the
-server's one-second revision tick, and slack for a busy machine."""
-
-
 @pytest.fixture
-def unleash_flag(unleash: Any, workspace: Workspace, tmp_path: Path) -> Iterator[tuple[str, Any]]:
+def unleash_flag(
+    unleash_stack: StackInfo,
+    unleash_admin: UnleashAdmin,
+    flag_name: str,
+    unleash_provider: Callable[..., Any],
+) -> Iterator[tuple[str, UnleashAdmin]]:
     """A fresh Unleash flag serving v1 to everyone, read by the real Unleash provider; the model
     "m" of ``workspace`` uses it. The flag is deleted and OpenFeature reset afterwards."""
-    import unleash_stack
-    from openfeature.contrib.provider.unleash import UnleashProvider
-    from UnleashClient.cache import FileCache
-
-    flag = f"mf-guarded-{uuid.uuid4().hex[:10]}"
-    with unleash_stack.UnleashAdmin(unleash.url, unleash.admin_token) as admin:
-        admin.create_flag(flag)
-        try:
-            with UnleashActuator(unleash.url, unleash.admin_token) as actuator:
-                actuator.set_split(flag, {"v1": 100})
-            app_name = f"modelflags-guarded-{flag}"
-            provider = UnleashProvider(
-                url=f"{unleash.url}/api",
-                app_name=app_name,
-                api_token=unleash.client_token,
-                cache=FileCache(app_name, directory=str(tmp_path / "unleash-cache")),
-            )
-            provider.client.unleash_refresh_interval = REFRESH_INTERVAL
-            api.set_provider_and_wait(provider)
-            client = api.get_client()
-            probe = EvaluationContext(targeting_key="probe")
-            wait_until(
-                lambda: client.get_string_value(flag, "none", probe) == "v1",
-                CHANGE_BOUND,
-                "the new flag",
-            )
-            yield flag, admin
-        finally:
-            api.shutdown()
-            api.clear_providers()
-            admin.delete_flag(flag)
+    unleash_admin.create_flag(flag_name)
+    try:
+        with UnleashActuator(unleash_stack.url, unleash_stack.admin_token) as actuator:
+            actuator.set_split(flag_name, {"v1": 100})
+        api.set_provider_and_wait(unleash_provider())
+        client = api.get_client()
+        probe = EvaluationContext(targeting_key="probe")
+        wait_until(
+            lambda: client.get_string_value(flag_name, "none", probe) == "v1",
+            CHANGE_BOUND,
+            "the new flag",
+        )
+        yield flag_name, unleash_admin
+    finally:
+        api.shutdown()
+        api.clear_providers()
 
 
 def unleash_variants(admin: Any, flag: str) -> list[list[tuple[str, int]]]:
@@ -492,9 +354,10 @@ def unleash_variants(admin: Any, flag: str) -> list[list[tuple[str, int]]]:
 
 
 @pytest.mark.unleash
+@pytest.mark.slow
 def test_canary_on_unleash_rolls_back_a_flaky_candidate_on_its_error_rate(
-    unleash: Any,
-    unleash_flag: tuple[str, Any],
+    unleash_stack: StackInfo,
+    unleash_flag: tuple[str, UnleashAdmin],
     workspace: Workspace,
     registry: Callable[..., Path],
 ) -> None:
@@ -503,7 +366,7 @@ def test_canary_on_unleash_rolls_back_a_flaky_candidate_on_its_error_rate(
     flag, admin = unleash_flag
     registry("flaky")
     workspace.set("m", flag=flag)
-    seen = Events()
+    seen = EventRecorder()
     with (
         ModelFlags(
             workspace.write(),
@@ -512,8 +375,8 @@ def test_canary_on_unleash_rolls_back_a_flaky_candidate_on_its_error_rate(
             guardrail_interval=0.05,
             listeners=[seen],
         ) as flags,
-        Traffic(flags, "m", limit_s=30) as traffic,
-        UnleashActuator(unleash.url, unleash.admin_token) as actuator,
+        Traffic(flags, "m", limit_s=30, **ONE_PACED_THREAD) as traffic,
+        UnleashActuator(unleash_stack.url, unleash_stack.admin_token) as actuator,
     ):
         result = flags.canary(
             "m", "v2", actuator, stages=[10, 50, 100], stage_seconds=CHANGE_BOUND, poll_s=0.05
@@ -523,7 +386,7 @@ def test_canary_on_unleash_rolls_back_a_flaky_candidate_on_its_error_rate(
         assert 100 not in result.stages_reached
         assert events(result)[-2:] == [("breach", result.percent), ("rolled_back", 0)]
         assert unleash_variants(admin, flag) == [[("v1", 1000)]]
-        rolled = seen.wait_for(lambda e: isinstance(e, RolledBack), 5)
+        _, rolled = seen.wait_for(RolledBack, 5)
         assert isinstance(rolled, RolledBack) and rolled.breach is not None
         assert (rolled.version, rolled.breach.rule) == ("v2", "max_error_rate")
         assert rolled.breach.observed > GUARDRAILS["max_error_rate"]
@@ -536,9 +399,10 @@ def test_canary_on_unleash_rolls_back_a_flaky_candidate_on_its_error_rate(
 
 
 @pytest.mark.unleash
+@pytest.mark.slow
 def test_canary_on_unleash_promotes_a_good_candidate_after_all_stages(
-    unleash: Any,
-    unleash_flag: tuple[str, Any],
+    unleash_stack: StackInfo,
+    unleash_flag: tuple[str, UnleashAdmin],
     workspace: Workspace,
     registry: Callable[..., Path],
 ) -> None:
@@ -547,11 +411,11 @@ def test_canary_on_unleash_promotes_a_good_candidate_after_all_stages(
     flag, admin = unleash_flag
     registry("good")
     workspace.set("m", flag=flag)
-    seen = Events()
+    seen = EventRecorder()
     with (
         ModelFlags(workspace.write(), guardrail_interval=0.05, listeners=[seen]) as flags,
-        Traffic(flags, "m", limit_s=30) as traffic,
-        UnleashActuator(unleash.url, unleash.admin_token) as actuator,
+        Traffic(flags, "m", limit_s=30, **ONE_PACED_THREAD) as traffic,
+        UnleashActuator(unleash_stack.url, unleash_stack.admin_token) as actuator,
     ):
         result = flags.canary(
             "m", "v2", actuator, stages=[10, 50, 100], stage_seconds=1.5, poll_s=0.05
@@ -561,7 +425,7 @@ def test_canary_on_unleash_promotes_a_good_candidate_after_all_stages(
         assert result.stages_reached == (10, 50, 100)
         assert unleash_variants(admin, flag) == [[("v2", 1000)]]
         wait_until(lambda: served(flags) == {("v2", "v2")}, CHANGE_BOUND, "everyone on v2")
-        promoted = seen.wait_for(lambda e: isinstance(e, BecameLKG) and e.version == "v2", 5)
+        _, promoted = seen.wait_for(BecameLKG, 5, where=lambda e: e.version == "v2")
         assert promoted == BecameLKG("m", "v2", "v1")
         settles(lambda: flags.status()["m"].lkg == "v2", 10, "v2 as the LKG")
         traffic.stop()
@@ -697,7 +561,7 @@ def test_the_lkg_does_not_flip_back_and_forth_under_a_steady_split(
 ) -> None:
     """Under a steady 50/50 split of two healthy versions, v2 is promoted once and stays LKG."""
     api.set_provider_and_wait(split_provider())
-    seen = Events()
+    seen = EventRecorder()
     with ModelFlags(
         registry("good", promote_after_s=1, window_s=10),
         clock=clock,
@@ -829,6 +693,7 @@ def test_an_interrupted_canary_does_not_hold_promotions_back_forever(
         assert flags.status()["m"].lkg == "v2"
 
 
+@pytest.mark.slow
 def test_a_second_canary_judges_its_candidate_afresh(flag_file: Path, workspace: Workspace) -> None:
     """A candidate rolled back while its feature store failed passes a second canary once the
     feature store recovered."""
@@ -843,7 +708,7 @@ def test_a_second_canary_judges_its_candidate_afresh(flag_file: Path, workspace:
             backoff=NO_QUARANTINE,
             guardrail_interval=0.05,
         ) as flags,
-        Traffic(flags, "m"),
+        Traffic(flags, "m", **ONE_PACED_THREAD),
     ):
 
         def canary() -> CanaryResult:

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from modelflags.client import FALLBACK, PREWARMING
 from modelflags.telemetry.events import Prewarmed
 
 from models import Constant
-from support import Workspace
+from support import EventRecorder, Traffic, Workspace, holds_for, wait_until
 
 FLAG = "recommender"
 #: flagd polls the file's modification time this often in the tests (milliseconds).
@@ -61,53 +61,6 @@ def write_flag_file(
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(document, indent=2))
     os.replace(tmp, path)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``predicate`` (bounded); return the seconds it took or fail the test."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not seen within {timeout:.1f} s")
-        time.sleep(0.005)
-    return time.monotonic() - started
-
-
-class Recorder:
-    """A ModelFlags listener that keeps every event with its arrival time; tests wait on it."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[float, object]] = []
-        self._changed = threading.Condition()
-
-    def __call__(self, event: object) -> None:
-        with self._changed:
-            self.events.append((time.monotonic(), event))
-            self._changed.notify_all()
-
-    def of(self, kind: type, since: float = 0.0) -> list[Any]:
-        """The events of type ``kind`` that arrived at or after ``since``."""
-        with self._changed:
-            return [event for at, event in self.events if isinstance(event, kind) and at >= since]
-
-    def wait_for(
-        self,
-        kind: type,
-        timeout: float,
-        since: float = 0.0,
-        where: Callable[[Any], bool] = lambda event: True,
-    ) -> tuple[float, Any]:
-        """The first event of type ``kind`` at or after ``since`` (and matching ``where``)."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for at, event in self.events:
-                    if isinstance(event, kind) and at >= since and where(event):
-                        return at, event
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"no {kind.__name__} event within {timeout:.1f} s")
-                self._changed.wait(remaining)
 
 
 @dataclass
@@ -174,7 +127,7 @@ def test_flag_file_edit_prewarms_the_new_version_before_anyone_asks(
     flagd: Path, workspace: Workspace
 ) -> None:
     """An edit is followed within 1 s, and the new version is already loaded when first asked."""
-    recorder = Recorder()
+    recorder = EventRecorder()
     with ModelFlags(make_registry(workspace), listeners=[recorder]) as flags:
         assert serve_users(flags, 20) == {"v1": 20}
         edited = time.monotonic()
@@ -201,7 +154,7 @@ def test_requests_meeting_a_version_being_prewarmed_get_the_last_good_version_at
     """While a changed flag's version loads in the background, requests do not wait for it."""
     gate = threading.Event()
     loader = SlowLoader(gate=gate)
-    recorder = Recorder()
+    recorder = EventRecorder()
     registry = make_registry(workspace, slow=("v2",))
     with ModelFlags(registry, loaders={"slow": loader}, listeners=[recorder]) as flags:
         serve_users(flags, 10)
@@ -255,14 +208,18 @@ def test_hot_traffic_racing_a_flag_change_waits_for_the_new_version_at_most_once
                     if waited > 0.25:
                         stalled.append(waited)
 
+        def served(version: str | None = None) -> int:
+            with lock:
+                return versions[version] if version else versions.total()
+
         workers = [threading.Thread(target=hammer, args=(i,), daemon=True) for i in range(4)]
         for worker in workers:
             worker.start()
         try:
-            time.sleep(0.1)
+            wait_until(lambda: served() >= 200, 5.0, "the threads serving v1")
             write_flag_file(flagd, "v2")
             wait_until(lambda: "v2" in flags.status()[FLAG].loaded, 3.0, "v2 loaded")
-            time.sleep(0.1)
+            wait_until(lambda: served("v2") >= 50, 5.0, "the threads serving v2")
         finally:
             stop.set()
             for worker in workers:
@@ -319,7 +276,7 @@ def test_without_change_events_the_first_request_loads_the_version_itself(
     write_flag_file(flag_path, "v2")
     start_flagd(flag_path)
     loader = SlowLoader(delay=0.2)
-    recorder = Recorder()
+    recorder = EventRecorder()
     registry = make_registry(workspace, slow=("v2",))
     try:
         with ModelFlags(registry, loaders={"slow": loader}, listeners=[recorder]) as flags:
@@ -347,15 +304,15 @@ def test_prewarm_false_leaves_loading_to_the_first_request(
         if FLAG in (details.flags_changed or []):
             seen.set()
 
-    recorder = Recorder()
+    recorder = EventRecorder()
     with ModelFlags(make_registry(workspace), listeners=[recorder], prewarm=False) as flags:
         serve_users(flags, 10)
         api.add_handler(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, on_change)
         try:
             write_flag_file(flagd, "v2")
             assert seen.wait(SWITCH_BOUND + 1.0), "flagd reported no change"
-            time.sleep(0.3)  # room for background work, if there were any
-            assert "v2" not in flags.status()[FLAG].loaded
+            # No point to synchronise on says "the change was handled": watch for a while.
+            holds_for(lambda: "v2" not in flags.status()[FLAG].loaded, 0.3, "nothing loads v2")
             handle = flags.get_model(FLAG, "user-1")
             assert (handle.version, handle.reason) == ("v2", "STATIC")
             assert flags.flush(timeout=5)
@@ -368,7 +325,7 @@ def test_prewarm_false_leaves_loading_to_the_first_request(
 def test_prewarm_samples_only_the_most_recent_contexts(flagd: Path, workspace: Workspace) -> None:
     """The prewarm pass evaluates a bounded ring of recent contexts, not every user ever seen."""
     beta = {"if": [{"==": [{"var": "plan"}, "beta"]}, "v3", "v2"]}
-    recorder = Recorder()
+    recorder = EventRecorder()
     with ModelFlags(make_registry(workspace), listeners=[recorder], prewarm_sample=4) as flags:
         flags.get_model(FLAG, {"id": "early-beta", "plan": "beta"})
         for i in range(30):
@@ -398,7 +355,7 @@ def test_flagd_change_event_lifts_the_quarantine_of_the_flag_it_changed(
     workspace.add(FLAG, "v1", Constant(1))
     workspace.add(FLAG, "v2", raw=b"not a pickle", suffix=".pkl")
     workspace.add(FLAG, "v3", Constant(3))
-    recorder = Recorder()
+    recorder = EventRecorder()
     backoff = Backoff(initial=300.0)
     with ModelFlags(workspace.write(), listeners=[recorder], backoff=backoff) as flags:
         serve_users(flags, 5)
@@ -423,78 +380,26 @@ def test_flagd_change_event_lifts_the_quarantine_of_the_flag_it_changed(
 # -- a switch under concurrent load ----------------------------------------------------------------
 
 
-@dataclass
-class Traffic:
-    """Threads calling ``get_model(...).predict`` in a loop until stopped or out of time."""
-
-    flags: ModelFlags
-    model: str = FLAG
-    threads: int = 8
-    limit_s: float = 15.0
-    answers: Counter[tuple[str, int]] = field(default_factory=Counter)
-    reasons: Counter[str] = field(default_factory=Counter)
-    errors: list[BaseException] = field(default_factory=list)
-    latest: dict[int, str] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _workers: list[threading.Thread] = field(default_factory=list)
-
-    def __enter__(self) -> Traffic:
-        for index in range(self.threads):
-            worker = threading.Thread(target=self._run, args=(index,), daemon=True)
-            self._workers.append(worker)
-            worker.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        for worker in self._workers:
-            worker.join(5.0)
-        assert not any(worker.is_alive() for worker in self._workers), "a worker hangs"
-
-    def _run(self, index: int) -> None:
-        deadline = time.monotonic() + self.limit_s
-        answers: Counter[tuple[str, int]] = Counter()
-        reasons: Counter[str] = Counter()
-        i = 0
-        try:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                handle = self.flags.get_model(self.model, f"user-{index}-{i % 97}")
-                label = int(handle.predict(X)[0])
-                answers[(handle.version, label)] += 1
-                reasons[str(handle.reason)] += 1
-                self.latest[index] = handle.version
-                i += 1
-        except BaseException as exc:  # every kind of failure is a finding here
-            with self._lock:
-                self.errors.append(exc)
-        with self._lock:
-            self.answers.update(answers)
-            self.reasons.update(reasons)
-
-    def all_on(self, version: str) -> bool:
-        """True when every thread's latest answer came from ``version``."""
-        return len(self.latest) == self.threads and set(self.latest.values()) == {version}
-
-
 def test_eight_threads_follow_a_switch_and_a_rollback_without_a_failed_request(
     flagd: Path, workspace: Workspace
 ) -> None:
     """v1 -> v2 -> v1 under load: no exception, only v1 or v2, and the rollback needs no load."""
-    recorder = Recorder()
+    recorder = EventRecorder()
     with (
         ModelFlags(make_registry(workspace), listeners=[recorder]) as flags,
-        Traffic(flags) as traffic,
+        Traffic(flags, FLAG) as traffic,
     ):
         wait_until(lambda: traffic.all_on("v1"), 5.0, "every thread served by v1")
         write_flag_file(flagd, "v2")
         switch_s = wait_until(lambda: traffic.all_on("v2"), SWITCH_BOUND, "every thread on v2")
         assert "v1" in flags.status()[FLAG].loaded  # the previous version stays cached
 
+        assert flags.flush(timeout=5)  # the switch's events have arrived
         rolled_back = time.monotonic()
         write_flag_file(flagd, "v1")
         rollback_s = wait_until(lambda: traffic.all_on("v1"), SWITCH_BOUND, "rollback to v1")
-        time.sleep(0.2)  # a little traffic after the rollback
+        after = traffic.calls
+        wait_until(lambda: traffic.calls >= after + 400, 5.0, "traffic after the rollback")
     assert traffic.errors == []
     assert set(traffic.answers) <= {("v1", 1), ("v2", 2)}, traffic.answers
     assert {version for version, _ in traffic.answers} == {"v1", "v2"}

@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk.metrics")
 
+from opentelemetry.metrics import _internal as otel_globals
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -125,11 +126,23 @@ def test_a_prefix_renames_every_instrument(
     }
 
 
-def test_uses_the_global_meter_provider_by_default() -> None:
+def test_uses_the_global_meter_provider_by_default(
+    provider: tuple[MeterProvider, InMemoryMetricReader], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without a meter it takes one from the global provider, and fits the recorder protocol."""
+    # OpenTelemetry lets a process set its global provider once: set it for this test only.
+    monkeypatch.setattr(otel_globals, "_METER_PROVIDER", provider[0])
     recorder: MetricsRecorder = OpenTelemetryMetrics()
     recorder.record_call("m", "v1", 0.01, error=False, fell_back=False)
     recorder.record_outcome("m", "v1", "click", 1.0)
+
+    metrics = collected(provider[1])
+    requests = points(metrics["modelflags.requests"])
+    assert {key: point.value for key, point in requests.items()} == {
+        (("model", "m"), ("version", "v1")): 1
+    }
+    outcomes = points(metrics["modelflags.outcomes"])
+    assert [point.value for point in outcomes.values()] == [1.0]
 
 
 def test_without_opentelemetry_the_import_error_says_what_to_install(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from modelflags.overrides import OVERRIDES_ENV
 from modelflags.testing import pinned
 
 from models import Constant
-from support import Workspace
+from support import Workspace, recording_logs, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,12 +131,10 @@ def test_edited_override_file_switches_live_traffic_without_a_failed_call(
             thread.start()
         try:
             write_atomically(overrides, 'recommender = "v2"\n')
-            edited = time.monotonic()
-            while flags.get_model("recommender", "u1").version != "v2":
-                assert time.monotonic() - edited < 1.0, "the edit was not seen within 1 s"
-                time.sleep(0.01)
-            write_atomically(overrides, "recommender = [{ valu = 'v3' }]\n")  # broken
-            time.sleep(0.6)  # three polls of the watcher
+            wait_until(lambda: flags.get_model("recommender", "u1").version == "v2", 1.0, "edit")
+            with recording_logs("modelflags", logging.ERROR) as logs:
+                write_atomically(overrides, "recommender = [{ valu = 'v3' }]\n")  # broken
+                logs.wait_for(lambda record: "override file" in record.getMessage())
             assert flags.get_model("recommender", "u1").version == "v2"
         finally:
             stop.set()
@@ -278,11 +277,14 @@ def test_positional_marker_is_an_error():
 """
 
 
+@pytest.mark.slow
 def test_pytest_plugin_pins_versions_in_a_separate_run(
     pytester: pytest.Pytester, registry: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In a fresh pytest run the fixture and marker pin versions, and nothing leaks."""
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # the pickled test models
+    # The pickled test models, and the same modelflags as this process.
+    search_path = [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, search_path)))
     pytester.makepyfile(test_app=PLUGIN_TESTS.format(registry=str(registry)))
     pytester.makeconftest(
         """
@@ -298,16 +300,18 @@ def flags():
     api.clear_providers()
 """
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:benchmark", "-v")
     result.assert_outcomes(passed=4, errors=1)
     result.stdout.fnmatch_lines(["*test_no_leak_after_pins PASSED*"])
     result.stdout.fnmatch_lines(["*model_versions takes keyword arguments only*"])
 
 
+@pytest.mark.slow
 def test_example_app_suite_passes() -> None:
     """examples/overrides: the tiny app's own tests pin with fixture, marker and override file."""
+    pytest_in_one_process = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n0"]
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/overrides"],
+        [*pytest_in_one_process, "examples/overrides"],
         cwd=ROOT,
         capture_output=True,
         text=True,

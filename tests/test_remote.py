@@ -13,6 +13,7 @@ import sys
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from modelflags.errors import (
     FetchError,
 )
 
-from artifact_server import (
+from support.artifact_server import (
     ArtifactServer,
     cut,
     not_found,
@@ -62,19 +63,6 @@ class Sleeps(list[float]):
 
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
-
-
-@pytest.fixture(scope="module")
-def running_server() -> Iterator[ArtifactServer]:
-    with ArtifactServer() as running:
-        yield running
-
-
-@pytest.fixture
-def server(running_server: ArtifactServer) -> ArtifactServer:
-    """The module's artifact server, emptied for each test."""
-    running_server.reset()
-    return running_server
 
 
 @pytest.fixture
@@ -134,10 +122,10 @@ def causes(exc: BaseException) -> Iterator[BaseException]:
 
 
 def test_downloads_artifact_into_content_addressed_cache(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
 ) -> None:
     data = blob(3000)
-    url = server.add("/a.joblib", data)
+    url = artifact_server.add("/a.joblib", data)
     path = fetch(make_fetcher(), url, data)
     digest = sha(data)
     assert path == cache / "sha256" / digest[:2] / digest
@@ -146,43 +134,43 @@ def test_downloads_artifact_into_content_addressed_cache(
 
 
 def test_a_version_is_downloaded_once_per_machine(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(3000)
-    url = server.add("/a.joblib", data)
+    url = artifact_server.add("/a.joblib", data)
     first = fetch(make_fetcher(), url, data)
     again = fetch(make_fetcher(), url, data, model="other", version="v9")
     assert first == again
-    assert server.count("/a.joblib") == 1
+    assert artifact_server.count("/a.joblib") == 1
 
 
 def test_planted_cache_entry_is_hashed_removed_and_downloaded_again(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(100)
-    url = server.add("/a", data)
+    url = artifact_server.add("/a", data)
     fetcher = make_fetcher()
     placed = fetcher.cache_path(sha(data))
     placed.parent.mkdir(parents=True)
     placed.write_bytes(b"a file is not trusted by its name")
     assert fetch(fetcher, url, data) == placed
     assert placed.read_bytes() == data
-    assert server.count("/a") == 1
+    assert artifact_server.count("/a") == 1
 
 
 def test_requests_ask_for_identity_encoding(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(10)
-    fetch(make_fetcher(), server.add("/a", data), data)
-    assert server.requests("/a")[0].headers["accept-encoding"] == "identity"
+    fetch(make_fetcher(), artifact_server.add("/a", data), data)
+    assert artifact_server.requests("/a")[0].headers["accept-encoding"] == "identity"
 
 
 def test_uppercase_digest_is_accepted(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(10)
-    path = fetch(make_fetcher(), server.add("/a", data), data, sha256=sha(data).upper())
+    path = fetch(make_fetcher(), artifact_server.add("/a", data), data, sha256=sha(data).upper())
     assert path.name == sha(data)
 
 
@@ -197,15 +185,15 @@ def test_local_uri_is_refused_as_not_remote(make_fetcher: Callable[..., RemoteFe
 
 
 def test_unusable_cache_folder_raises_artifact_error(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], tmp_path: Path
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], tmp_path: Path
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     data = blob(10)
     with pytest.raises(ArtifactError, match="cannot use cache folder") as info:
-        fetch(make_fetcher(cache_dir=blocker / "cache"), server.add("/a", data), data)
+        fetch(make_fetcher(cache_dir=blocker / "cache"), artifact_server.add("/a", data), data)
     assert info.value.model == "m"
-    assert server.count("/a") == 0
+    assert artifact_server.count("/a") == 0
 
 
 def test_cache_folder_defaults_follow_the_environment(tmp_path: Path) -> None:
@@ -229,93 +217,93 @@ def test_passing_both_client_and_transport_is_an_error() -> None:
 
 
 def test_a_given_client_is_used_and_left_open(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(10)
     with httpx.Client(headers={"X-From-Client": "yes"}) as client:
         fetcher = make_fetcher(client=client)
-        fetch(fetcher, server.add("/a", data), data)
+        fetch(fetcher, artifact_server.add("/a", data), data)
         fetcher.close()
         assert not client.is_closed
-    assert server.requests("/a")[0].headers["x-from-client"] == "yes"
+    assert artifact_server.requests("/a")[0].headers["x-from-client"] == "yes"
 
 
 def test_close_releases_its_own_client_and_fetching_again_reopens_one(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     one, two = blob(10, 1), blob(10, 2)
     fetcher = make_fetcher(own_client=True)
-    fetch(fetcher, server.add("/one", one), one)
+    fetch(fetcher, artifact_server.add("/one", one), one)
     fetcher.close()
-    fetch(fetcher, server.add("/two", two), two)
-    assert server.count("/two") == 1
+    fetch(fetcher, artifact_server.add("/two", two), two)
+    assert artifact_server.count("/two") == 1
 
 
 # -- HTTP statuses and retries --------------------------------------------------------------
 
 
 def test_not_found_raises_artifact_not_found_at_once(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
 ) -> None:
     data = blob(10)
-    url = server.add("/gone", data)
-    server.fail("/gone", not_found())
+    url = artifact_server.add("/gone", data)
+    artifact_server.fail("/gone", not_found())
     with pytest.raises(ArtifactNotFoundError) as info:
         fetch(make_fetcher(), url, data)
     assert (info.value.model, info.value.version, info.value.uri) == ("m", "v1", url)
     assert "404" in str(info.value)
-    assert server.count("/gone") == 1
+    assert artifact_server.count("/gone") == 1
     assert sleeps == []
 
 
 def test_client_error_raises_fetch_error_with_its_status_at_once(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
 ) -> None:
     data = blob(10)
-    url = server.add("/forbidden", data)
-    server.fail("/forbidden", status(403))
+    url = artifact_server.add("/forbidden", data)
+    artifact_server.fail("/forbidden", status(403))
     with pytest.raises(FetchError, match="HTTP 403") as info:
         fetch(make_fetcher(), url, data)
     assert info.value.status == 403
-    assert server.count("/forbidden") == 1
+    assert artifact_server.count("/forbidden") == 1
     assert sleeps == []
 
 
 def test_unexpected_success_status_raises_fetch_error(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(10)
-    url = server.add("/empty", data)
-    server.fail("/empty", status(204))
+    url = artifact_server.add("/empty", data)
+    artifact_server.fail("/empty", status(204))
     with pytest.raises(FetchError, match="HTTP 204") as info:
         fetch(make_fetcher(), url, data)
     assert info.value.status == 204
 
 
 def test_server_errors_are_retried_with_backoff_until_success(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
 ) -> None:
     data = blob(1000)
-    url = server.add("/flaky", data)
-    server.fail("/flaky", status(500), status(503))
+    url = artifact_server.add("/flaky", data)
+    artifact_server.fail("/flaky", status(500), status(503))
     path = fetch(make_fetcher(), url, data)
     assert path.read_bytes() == data
-    assert server.count("/flaky") == 3
+    assert artifact_server.count("/flaky") == 3
     assert len(sleeps) == 2
     assert 0 <= sleeps[0] < 0.2 and 0 <= sleeps[1] < 0.4
 
 
 def test_backoff_doubles_with_full_jitter_then_gives_up_naming_model_version_and_uri(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
 ) -> None:
     data = blob(10)
-    url = server.add("/down", data)
-    server.fail("/down", *[status(502)] * 4)
+    url = artifact_server.add("/down", data)
+    artifact_server.fail("/down", *[status(502)] * 4)
     fetcher = make_fetcher(random=lambda: 0.5)
     with pytest.raises(FetchError) as info:
         fetch(fetcher, url, data, model="recommender", version="v3")
     assert sleeps == [0.1, 0.2, 0.4]
-    assert server.count("/down") == 4
+    assert artifact_server.count("/down") == 4
     message = str(info.value)
     assert "'recommender'" in message and "'v3'" in message and url in message
     assert "after 4 attempts" in message
@@ -336,7 +324,7 @@ def test_retry_policy_rejects_nonsense() -> None:
 
 
 def test_retries_stop_when_the_fetch_deadline_has_passed(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
 ) -> None:
     now = [0.0]
 
@@ -345,8 +333,8 @@ def test_retries_stop_when_the_fetch_deadline_has_passed(
         now[0] += 4.0
 
     data = blob(10)
-    url = server.add("/slow", data)
-    server.fail("/slow", *[status(500)] * 10)
+    url = artifact_server.add("/slow", data)
+    artifact_server.fail("/slow", *[status(500)] * 10)
     fetcher = make_fetcher(
         retry=RetryPolicy(attempts=10, max_total=10.0),
         clock=lambda: now[0],
@@ -355,12 +343,12 @@ def test_retries_stop_when_the_fetch_deadline_has_passed(
     )
     with pytest.raises(FetchError, match=r"deadline of a fetch \(10 s\) passed after 12\.0 s"):
         fetch(fetcher, url, data)
-    assert server.count("/slow") == 3  # no request starts past the deadline
+    assert artifact_server.count("/slow") == 3  # no request starts past the deadline
     assert len(sleeps) == 3
 
 
 def test_no_retry_starts_when_its_pause_would_end_past_the_deadline(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
 ) -> None:
     now = [0.0]
 
@@ -369,8 +357,8 @@ def test_no_retry_starts_when_its_pause_would_end_past_the_deadline(
         now[0] += seconds
 
     data = blob(10)
-    url = server.add("/slow", data)
-    server.fail("/slow", *[status(503, retry_after=4)] * 10)
+    url = artifact_server.add("/slow", data)
+    artifact_server.fail("/slow", *[status(503, retry_after=4)] * 10)
     fetcher = make_fetcher(
         retry=RetryPolicy(attempts=10, max_delay=4.0, max_total=10.0),
         clock=lambda: now[0],
@@ -384,11 +372,11 @@ def test_no_retry_starts_when_its_pause_would_end_past_the_deadline(
 
 
 def test_too_many_requests_is_retried_after_the_server_asked_delay(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
 ) -> None:
     data = blob(10)
-    url = server.add("/busy", data)
-    server.fail("/busy", status(429, retry_after=2))
+    url = artifact_server.add("/busy", data)
+    artifact_server.fail("/busy", status(429, retry_after=2))
     fetch(make_fetcher(random=lambda: 0.0), url, data)
     assert sleeps == [2.0]
 
@@ -408,23 +396,23 @@ def test_connection_refused_is_retried_then_raises_fetch_error(
 
 
 def test_read_timeout_before_headers_is_retried(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
 ) -> None:
     data = blob(1000)
-    url = server.add("/stall", data)
-    server.fail("/stall", stall(1.0))
+    url = artifact_server.add("/stall", data)
+    artifact_server.fail("/stall", stall(1.0))
     path = fetch(make_fetcher(timeout=SHORT_READ), url, data)
     assert path.read_bytes() == data
-    assert server.count("/stall") == 2
+    assert artifact_server.count("/stall") == 2
     assert len(sleeps) == 1
 
 
 def test_read_timeouts_that_persist_raise_fetch_error_naming_the_timeout(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(1000)
-    url = server.add("/stall", data)
-    server.fail("/stall", stall(0.8), stall(0.8))
+    url = artifact_server.add("/stall", data)
+    artifact_server.fail("/stall", stall(0.8), stall(0.8))
     fetcher = make_fetcher(timeout=SHORT_READ, retry=RetryPolicy(attempts=2))
     with pytest.raises(FetchError, match="ReadTimeout"):
         fetch(fetcher, url, data)
@@ -434,11 +422,11 @@ def test_read_timeouts_that_persist_raise_fetch_error_naming_the_timeout(
 
 
 def test_wrong_bytes_raise_digest_mismatch_and_leave_no_file(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
 ) -> None:
     data = blob(5000)
-    url = server.add("/a", data)
-    server.fail("/a", wrong_bytes())
+    url = artifact_server.add("/a", data)
+    artifact_server.fail("/a", wrong_bytes())
     fetcher = make_fetcher()
     with pytest.raises(DigestMismatchError) as info:
         fetch(fetcher, url, data)
@@ -446,152 +434,154 @@ def test_wrong_bytes_raise_digest_mismatch_and_leave_no_file(
     assert info.value.actual != sha(data)
     assert not fetcher.cache_path(sha(data)).exists()
     assert not list((cache / "partial").iterdir())
-    assert server.count("/a") == 1
+    assert artifact_server.count("/a") == 1
 
 
 def test_downloads_that_skip_the_disk_sync_are_verified_all_the_same(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     good, bad = blob(3 * MiB), blob(100)
     fetcher = make_fetcher(durable=False)
-    assert fetch(fetcher, server.add("/good", good), good).read_bytes() == good
-    server.fail(server.add("/bad", bad).removeprefix(server.base_url), wrong_bytes())
+    assert fetch(fetcher, artifact_server.add("/good", good), good).read_bytes() == good
+    artifact_server.fail(
+        artifact_server.add("/bad", bad).removeprefix(artifact_server.base_url), wrong_bytes()
+    )
     with pytest.raises(DigestMismatchError):
-        fetch(fetcher, server.url("/bad"), bad)
+        fetch(fetcher, artifact_server.url("/bad"), bad)
 
 
 def test_max_bytes_refuses_from_content_length_before_downloading(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
 ) -> None:
     data = blob(5000)
-    url = server.add("/big", data)
+    url = artifact_server.add("/big", data)
     with pytest.raises(ArtifactTooLargeError, match="5000 bytes, over the limit of 4096"):
         fetch(make_fetcher(max_bytes=4096), url, data)
     assert not (cache / "partial" / f"{sha(data)}.partial").exists()
 
 
 def test_max_bytes_is_enforced_while_streaming_a_body_without_length(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
 ) -> None:
     data = blob(3 * MiB)
-    url = server.add("/unsized", data, content_length=False)
+    url = artifact_server.add("/unsized", data, content_length=False)
     with pytest.raises(ArtifactTooLargeError, match="over the limit"):
         fetch(make_fetcher(max_bytes=MiB + 1), url, data)
     assert not list((cache / "partial").iterdir())
 
 
 def test_body_without_length_is_downloaded_to_its_end(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(MiB + 77)
-    path = fetch(make_fetcher(), server.add("/unsized", data, content_length=False), data)
+    path = fetch(make_fetcher(), artifact_server.add("/unsized", data, content_length=False), data)
     assert path.read_bytes() == data
 
 
 def test_cut_connection_resumes_with_a_range_request(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
 ) -> None:
     data = blob(3 * MiB + 123)
-    url = server.add("/a", data)
-    server.fail("/a", cut(after_bytes=2 * MiB + MiB // 2))
+    url = artifact_server.add("/a", data)
+    artifact_server.fail("/a", cut(after_bytes=2 * MiB + MiB // 2))
     path = fetch(make_fetcher(), url, data)
     assert path.read_bytes() == data
-    first, second = server.requests("/a")
+    first, second = artifact_server.requests("/a")
     assert first.range is None
     assert second.range == f"bytes={2 * MiB + MiB // 2}-"  # every byte that arrived is kept
     assert len(sleeps) == 1
 
 
 def test_stall_in_the_middle_of_the_body_times_out_and_resumes(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(2 * MiB + 5)
-    url = server.add("/a", data)
-    server.fail("/a", stall(1.0, after_bytes=MiB + 10))
+    url = artifact_server.add("/a", data)
+    artifact_server.fail("/a", stall(1.0, after_bytes=MiB + 10))
     path = fetch(make_fetcher(timeout=SHORT_READ), url, data)
     assert path.read_bytes() == data
-    assert [r.range for r in server.requests("/a")] == [None, f"bytes={MiB + 10}-"]
+    assert [r.range for r in artifact_server.requests("/a")] == [None, f"bytes={MiB + 10}-"]
 
 
 def test_download_restarts_from_zero_when_the_server_ignores_range(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(3 * MiB)
-    url = server.add("/a", data, ranges=False)
-    server.fail("/a", cut(after_bytes=2 * MiB + 1))
+    url = artifact_server.add("/a", data, ranges=False)
+    artifact_server.fail("/a", cut(after_bytes=2 * MiB + 1))
     path = fetch(make_fetcher(), url, data)
     assert path.read_bytes() == data
-    assert [r.range for r in server.requests("/a")] == [None, f"bytes={2 * MiB + 1}-"]
+    assert [r.range for r in artifact_server.requests("/a")] == [None, f"bytes={2 * MiB + 1}-"]
 
 
 def test_partial_file_left_by_an_earlier_run_is_rehashed_and_continued(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
 ) -> None:
     data = blob(100_000)
     (cache / "partial").mkdir(parents=True)
     (cache / "partial" / f"{sha(data)}.partial").write_bytes(data[:40_000])
-    path = fetch(make_fetcher(), server.add("/a", data), data)
+    path = fetch(make_fetcher(), artifact_server.add("/a", data), data)
     assert path.read_bytes() == data
-    assert [r.range for r in server.requests("/a")] == ["bytes=40000-"]
+    assert [r.range for r in artifact_server.requests("/a")] == ["bytes=40000-"]
 
 
 def test_corrupt_partial_file_is_dropped_and_downloaded_again_from_zero(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
 ) -> None:
     data = blob(100_000)
     (cache / "partial").mkdir(parents=True)
     (cache / "partial" / f"{sha(data)}.partial").write_bytes(b"x" * 40_000)
-    path = fetch(make_fetcher(), server.add("/a", data), data)
+    path = fetch(make_fetcher(), artifact_server.add("/a", data), data)
     assert path.read_bytes() == data
-    assert [r.range for r in server.requests("/a")] == ["bytes=40000-", None]
+    assert [r.range for r in artifact_server.requests("/a")] == ["bytes=40000-", None]
 
 
 def test_partial_file_longer_than_the_artifact_is_dropped_after_416(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
 ) -> None:
     data = blob(1000)
     (cache / "partial").mkdir(parents=True)
     (cache / "partial" / f"{sha(data)}.partial").write_bytes(b"x" * 5000)
-    path = fetch(make_fetcher(), server.add("/a", data), data)
+    path = fetch(make_fetcher(), artifact_server.add("/a", data), data)
     assert path.read_bytes() == data
-    assert [r.range for r in server.requests("/a")] == ["bytes=5000-", None]
+    assert [r.range for r in artifact_server.requests("/a")] == ["bytes=5000-", None]
 
 
 def test_a_server_that_keeps_answering_the_wrong_range_gets_a_fetch_error(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
 ) -> None:
     data = blob(1000)
-    url = server.add("/a", data)
-    server.fail("/a", *[wrong_range()] * 3)
+    url = artifact_server.add("/a", data)
+    artifact_server.fail("/a", *[wrong_range()] * 3)
     with pytest.raises(FetchError, match="answered a different range"):
         fetch(make_fetcher(), url, data)
-    assert server.count("/a") == 3
+    assert artifact_server.count("/a") == 3
     assert not list((cache / "partial").iterdir())
 
 
 def test_a_wrong_range_once_restarts_the_download_from_zero(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
 ) -> None:
     data = blob(1000)
     (cache / "partial").mkdir(parents=True)
     (cache / "partial" / f"{sha(data)}.partial").write_bytes(data[:400])
-    url = server.add("/a", data)
-    server.fail("/a", wrong_range())
+    url = artifact_server.add("/a", data)
+    artifact_server.fail("/a", wrong_range())
     assert fetch(make_fetcher(), url, data).read_bytes() == data
-    assert [r.range for r in server.requests("/a")] == ["bytes=400-", None]
+    assert [r.range for r in artifact_server.requests("/a")] == ["bytes=400-", None]
 
 
 def test_partial_file_is_kept_for_a_later_run_when_retries_run_out(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
 ) -> None:
     data = blob(2 * MiB + 9)
-    url = server.add("/a", data)
-    server.fail("/a", cut(after_bytes=MiB + 1), status(503))
+    url = artifact_server.add("/a", data)
+    artifact_server.fail("/a", cut(after_bytes=MiB + 1), status(503))
     with pytest.raises(FetchError):
         fetch(make_fetcher(retry=RetryPolicy(attempts=2)), url, data)
     assert (cache / "partial" / f"{sha(data)}.partial").stat().st_size == MiB + 1
     fetch(make_fetcher(), url, data)
-    assert server.requests("/a")[-1].range == f"bytes={MiB + 1}-"
+    assert artifact_server.requests("/a")[-1].range == f"bytes={MiB + 1}-"
 
 
 @pytest.fixture
@@ -609,13 +599,13 @@ def small_file_size_limit() -> Iterator[int]:
 
 
 def test_failing_disk_write_raises_artifact_error_and_removes_the_partial_file(
-    server: ArtifactServer,
+    artifact_server: ArtifactServer,
     make_fetcher: Callable[..., RemoteFetcher],
     cache: Path,
     small_file_size_limit: int,
 ) -> None:
     data = blob(MiB)
-    url = server.add("/a", data)
+    url = artifact_server.add("/a", data)
     fetcher = make_fetcher()
     with pytest.raises(ArtifactError, match="cannot write") as info:
         fetch(fetcher, url, data)
@@ -625,10 +615,10 @@ def test_failing_disk_write_raises_artifact_error_and_removes_the_partial_file(
 
 
 def test_memory_stays_flat_while_downloading_a_large_artifact(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(30 * MiB)
-    url = server.add("/large", data)
+    url = artifact_server.add("/large", data)
     fetcher = make_fetcher()
     tracemalloc.start()
     try:
@@ -640,7 +630,7 @@ def test_memory_stays_flat_while_downloading_a_large_artifact(
 
 
 def test_open_keeps_no_more_of_an_unbounded_download_in_memory_than_its_allowance(
-    server: ArtifactServer,
+    artifact_server: ArtifactServer,
     make_fetcher: Callable[..., RemoteFetcher],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -651,7 +641,7 @@ def test_open_keeps_no_more_of_an_unbounded_download_in_memory_than_its_allowanc
 
     monkeypatch.setattr(transfer, "KEEP_UNBOUNDED", MiB)
     data = blob(30 * MiB)
-    url = server.add("/large", data)
+    url = artifact_server.add("/large", data)
     fetcher = make_fetcher()
     tracemalloc.start()
     try:  # 30 MiB that are not the registered artifact
@@ -666,11 +656,11 @@ def test_open_keeps_no_more_of_an_unbounded_download_in_memory_than_its_allowanc
 
 
 def test_open_hands_over_the_downloaded_bytes_without_reading_them_back(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
 ) -> None:
     """A bounded download keeps its bytes: the loader gets them even if the entry is gone."""
     data = blob(2 * MiB + 3)
-    url = server.add("/a", data)
+    url = artifact_server.add("/a", data)
     fetcher = make_fetcher(max_bytes=4 * MiB)
     artifact = fetcher.open(model="m", version="v1", uri=url, sha256=sha(data))
     fetcher.cache_path(sha(data)).unlink()
@@ -681,26 +671,26 @@ def test_open_hands_over_the_downloaded_bytes_without_reading_them_back(
 
 
 def test_configured_and_per_call_headers_are_sent(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(10)
-    url = server.add("/a", data)
+    url = artifact_server.add("/a", data)
     fetcher = make_fetcher(headers={"X-Team": "search", "Authorization": "Bearer static"})
     fetch(fetcher, url, data, headers={"Authorization": "Bearer per-call"})
-    sent = server.requests("/a")[0].headers
+    sent = artifact_server.requests("/a")[0].headers
     assert sent["x-team"] == "search"
     assert sent["authorization"] == "Bearer per-call"
 
 
 def test_header_values_never_reach_logs_or_errors(
-    server: ArtifactServer,
+    artifact_server: ArtifactServer,
     make_fetcher: Callable[..., RemoteFetcher],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     secret, configured = "s3cr3t-per-call-token", "c0nfigured-token"
     data = blob(10)
-    url = server.add("/a", data)
-    server.fail("/a", status(500), status(500), status(401))
+    url = artifact_server.add("/a", data)
+    artifact_server.fail("/a", status(500), status(500), status(401))
     fetcher = make_fetcher(headers={"X-Api-Key": configured})
     caplog.set_level(logging.DEBUG)
     errors: list[BaseException] = []
@@ -714,7 +704,7 @@ def test_header_values_never_reach_logs_or_errors(
             fetch(fetcher, url, blob(11), headers={"Authorization": bad})
         errors.append(info.value)
     assert [type(e) for e in errors] == [FetchError, ArtifactError, ArtifactError, ArtifactError]
-    assert server.requests("/a")[0].headers["authorization"] == f"Bearer {secret}"
+    assert artifact_server.requests("/a")[0].headers["authorization"] == f"Bearer {secret}"
     for text in [r.getMessage() for r in caplog.records] + [caplog.text]:
         assert secret not in text and configured not in text
     for error in errors:
@@ -724,28 +714,29 @@ def test_header_values_never_reach_logs_or_errors(
 
 
 def test_credentials_in_the_uri_are_not_shown_in_errors(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(10)
-    server.add("/a", data)
-    server.fail("/a", status(403))
-    url = server.url("/a?signature=p4ssw0rd").replace("http://", "http://user:hunter2@")
+    artifact_server.add("/a", data)
+    artifact_server.fail("/a", status(403))
+    url = artifact_server.url("/a?signature=p4ssw0rd").replace("http://", "http://user:hunter2@")
     with pytest.raises(FetchError) as info:
         fetch(make_fetcher(), url, data)
     assert "hunter2" not in str(info.value) and "p4ssw0rd" not in str(info.value)
     assert "/a?..." in str(info.value)
-    assert info.value.uri == server.url("/a?...")  # the error's uri attribute is redacted too
+    # The error's uri attribute is redacted too.
+    assert info.value.uri == artifact_server.url("/a?...")
 
 
 # -- concurrency ----------------------------------------------------------------------------
 
 
 def test_eight_threads_asking_for_one_digest_cause_one_download(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(2 * MiB)
-    url = server.add("/shared", data)
-    server.fail("/shared", stall(0.3))  # the first download is slow; the others must wait
+    url = artifact_server.add("/shared", data)
+    artifact_server.fail("/shared", stall(0.3))  # the first download is slow; the others must wait
     fetcher = make_fetcher()
     barrier = threading.Barrier(8)
     paths: list[Path] = []
@@ -765,7 +756,7 @@ def test_eight_threads_asking_for_one_digest_cause_one_download(
         thread.join(timeout=20)
     assert failures == []
     assert len(paths) == 8 and len(set(paths)) == 1
-    assert server.count("/shared") == 1
+    assert artifact_server.count("/shared") == 1
 
 
 CHILD = """
@@ -778,12 +769,13 @@ print(path)
 """
 
 
+@pytest.mark.slow
 def test_three_processes_asking_for_one_digest_cause_one_download(
-    server: ArtifactServer, cache: Path
+    artifact_server: ArtifactServer, cache: Path
 ) -> None:
     data = blob(2 * MiB)
-    url = server.add("/shared", data)
-    server.fail("/shared", stall(1.0))
+    url = artifact_server.add("/shared", data)
+    artifact_server.fail("/shared", stall(1.0))
     children = [
         subprocess.Popen(
             [sys.executable, "-c", CHILD, str(cache), url, sha(data)],
@@ -798,31 +790,31 @@ def test_three_processes_asking_for_one_digest_cause_one_download(
     assert {out.strip() for out, _ in outputs} == {
         str(RemoteFetcher(cache_dir=cache).cache_path(sha(data)))
     }
-    assert server.count("/shared") == 1
+    assert artifact_server.count("/shared") == 1
 
 
 def test_waiting_longer_than_lock_timeout_raises_fetch_error(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
 ) -> None:
     data = blob(10)
-    url = server.add("/a", data)
+    url = artifact_server.add("/a", data)
     (cache / "locks").mkdir(parents=True)
     holder = filelock.FileLock(str(cache / "locks" / f"{sha(data)}.lock"))
     with holder, pytest.raises(FetchError, match="gave up waiting"):
         fetch(make_fetcher(lock_timeout=0.1), url, data)
-    assert server.count("/a") == 0
+    assert artifact_server.count("/a") == 0
 
 
 # -- progress -------------------------------------------------------------------------------
 
 
 def test_progress_is_logged_and_reported_about_every_tenth(
-    server: ArtifactServer,
+    artifact_server: ArtifactServer,
     make_fetcher: Callable[..., RemoteFetcher],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     data = blob(12 * MiB)
-    url = server.add("/big", data)
+    url = artifact_server.add("/big", data)
     events: list[ProgressEvent] = []
     caplog.set_level(logging.INFO, logger="modelflags.artifacts")
     fetch(make_fetcher(progress=events.append, progress_min_bytes=MiB), url, data)
@@ -837,19 +829,19 @@ def test_progress_is_logged_and_reported_about_every_tenth(
 
 
 def test_small_downloads_report_no_progress(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(1000)
     events: list[ProgressEvent] = []
-    fetch(make_fetcher(progress=events.append), server.add("/a", data), data)
+    fetch(make_fetcher(progress=events.append), artifact_server.add("/a", data), data)
     assert events == []
 
 
 def test_progress_of_a_body_without_length_counts_bytes(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
     data = blob(3 * MiB + 1)
-    url = server.add("/a", data, content_length=False)
+    url = artifact_server.add("/a", data, content_length=False)
     events: list[ProgressEvent] = []
     fetch(make_fetcher(progress=events.append, progress_min_bytes=0), url, data)
     assert [e.total for e in events] == [None] * len(events)
@@ -857,7 +849,7 @@ def test_progress_of_a_body_without_length_counts_bytes(
 
 
 def test_a_failing_progress_callback_does_not_stop_the_download(
-    server: ArtifactServer,
+    artifact_server: ArtifactServer,
     make_fetcher: Callable[..., RemoteFetcher],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -865,7 +857,9 @@ def test_a_failing_progress_callback_does_not_stop_the_download(
         raise RuntimeError("display is gone")
 
     data = blob(2 * MiB)
-    path = fetch(make_fetcher(progress=broken, progress_min_bytes=0), server.add("/a", data), data)
+    path = fetch(
+        make_fetcher(progress=broken, progress_min_bytes=0), artifact_server.add("/a", data), data
+    )
     assert path.read_bytes() == data
     assert "the progress callback raised" in caplog.text
 
@@ -882,17 +876,23 @@ def test_s3_without_s3fs_asks_to_install_the_extra(
 
 
 def _s3_ready() -> str | None:
-    try:
-        import boto3  # noqa: F401
-        import s3fs  # noqa: F401
-        from moto.server import ThreadedMotoServer  # noqa: F401
-    except ImportError as exc:
-        return f"S3 tests need s3fs, boto3 and moto[server]: {exc}"
+    # Looked up, not imported: importing them costs about a second for every test run.
+    missing = [name for name in ("boto3", "s3fs", "moto", "flask") if find_spec(name) is None]
+    if missing:
+        return f"S3 tests need s3fs, boto3 and moto[server]: {', '.join(missing)} not installed"
     return None
 
 
 _S3_MISSING = _s3_ready()
-needs_s3 = pytest.mark.skipif(_S3_MISSING is not None, reason=_S3_MISSING or "")
+_S3_PACKAGES = pytest.mark.skipif(_S3_MISSING is not None, reason=_S3_MISSING or "")
+
+
+def needs_s3(test: Any) -> Any:
+    """An S3 test: it runs against moto's S3 server, a service, so it is marked slow (the fast
+    inner loop leaves it out); skipped without s3fs, boto3 and moto[server]."""
+    return pytest.mark.slow(_S3_PACKAGES(test))
+
+
 BUCKET = "models"
 CREDENTIALS = {"key": "testing", "secret": "testing"}
 
@@ -1010,11 +1010,11 @@ def test_s3_partial_file_longer_than_the_object_is_dropped(
 
 @needs_s3
 def test_s3_access_denied_raises_fetch_error_with_403_at_once(
-    server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
+    artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
 ) -> None:
-    server.add("/models/denied.bin", b"")
-    server.fail("/models/denied.bin", *[status(403)] * 5)  # an S3 endpoint that says no
-    options = {"endpoint_url": server.base_url, **CREDENTIALS}
+    artifact_server.add("/models/denied.bin", b"")
+    artifact_server.fail("/models/denied.bin", *[status(403)] * 5)  # an S3 endpoint that says no
+    options = {"endpoint_url": artifact_server.base_url, **CREDENTIALS}
     with pytest.raises(FetchError, match=r"access to s3://models/denied\.bin denied") as info:
         fetch(make_fetcher(s3_options=options), "s3://models/denied.bin", blob(1))
     assert info.value.status == 403

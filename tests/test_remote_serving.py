@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import joblib
@@ -10,24 +10,18 @@ import pytest
 
 from modelflags import ModelFlags, RegistryError
 
-from artifact_server import ArtifactServer, status
 from models import Constant
 from support import sha256_of
+from support.artifact_server import ArtifactServer, status
 
 
-@pytest.fixture
-def server() -> Iterator[ArtifactServer]:
-    with ArtifactServer() as running:
-        yield running
-
-
-def remote_registry(tmp_path: Path, server: ArtifactServer) -> dict[str, object]:
+def remote_registry(tmp_path: Path, artifact_server: ArtifactServer) -> dict[str, object]:
     local = tmp_path / "v1.joblib"
     joblib.dump(Constant(1), local)
     remote = tmp_path / "served" / "v2.joblib"
     remote.parent.mkdir()
     joblib.dump(Constant(2), remote)
-    url = server.add("/models/v2.joblib", remote.read_bytes())
+    url = artifact_server.add("/models/v2.joblib", remote.read_bytes())
     return {
         "models": {
             "m": {
@@ -42,24 +36,24 @@ def remote_registry(tmp_path: Path, server: ArtifactServer) -> dict[str, object]
 
 
 def test_remote_version_is_downloaded_once_and_shared_through_the_cache_folder(
-    tmp_path: Path, server: ArtifactServer, set_flags: Callable[..., None]
+    tmp_path: Path, artifact_server: ArtifactServer, set_flags: Callable[..., None]
 ) -> None:
     """Two processes' worth of ModelFlags sharing a cache folder download the artifact once."""
-    registry = remote_registry(tmp_path, server)
+    registry = remote_registry(tmp_path, artifact_server)
     set_flags(m="v2")
     for _ in range(2):
         with ModelFlags(registry, cache_dir=tmp_path / "cache") as flags:
             model = flags.get_model("m", "u1")
             assert (model.version, model.predict([[0]]).tolist()) == ("v2", [2])
-    assert server.count("/models/v2.joblib") == 1
+    assert artifact_server.count("/models/v2.joblib") == 1
 
 
 def test_failing_fetch_serves_the_lkg_and_quarantines_the_version(
-    tmp_path: Path, server: ArtifactServer, set_flags: Callable[..., None]
+    tmp_path: Path, artifact_server: ArtifactServer, set_flags: Callable[..., None]
 ) -> None:
     """HTTP 500 on every attempt is a load failure: the LKG answers and v2 is quarantined."""
-    registry = remote_registry(tmp_path, server)
-    server.fail("/models/v2.joblib", *[status(500)] * 10)
+    registry = remote_registry(tmp_path, artifact_server)
+    artifact_server.fail("/models/v2.joblib", *[status(500)] * 10)
     set_flags(m="v2")
     from modelflags.artifacts.remote import RemoteFetcher, RetryPolicy
     from modelflags.artifacts.store import ArtifactStore
@@ -74,7 +68,7 @@ def test_failing_fetch_serves_the_lkg_and_quarantines_the_version(
         assert (model.version, model.requested_version, model.fell_back) == ("v1", "v2", True)
         (quarantine,) = flags.status()["m"].quarantined
         assert quarantine.version == "v2" and "500" in quarantine.cause
-    assert server.count("/models/v2.joblib") == 2
+    assert artifact_server.count("/models/v2.joblib") == 2
 
 
 def test_remote_uri_without_digest_is_rejected_when_the_registry_loads() -> None:

@@ -10,28 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 from openfeature import api
 from openfeature.contrib.provider.flagd import FlagdProvider
 from openfeature.contrib.provider.flagd.config import ResolverType
-from openfeature.contrib.provider.unleash import UnleashProvider
-from unleash_fixtures import (  # noqa: F401  (fixtures, registered under their names)
-    CHANGE_BOUND,
-    StackInfo,
-    UnleashAdmin,
-    create_rollout,
-    flag_name_fixture,
-    unleash_admin_fixture,
-    unleash_provider_fixture,
-    unleash_stack_fixture,
-)
-from unleash_fixtures import wait_until as unleash_wait
 
 from modelflags import BecameLKG, ModelFlags
 from modelflags.registry.guardrails import GuardrailRules
@@ -40,7 +27,11 @@ from modelflags.rollout.supervision import Supervisor
 from modelflags.serving.health import Health
 
 from models import Constant
-from support import FakeClock, Workspace
+from support import FakeClock, Workspace, wait_until
+from support.unleash import CHANGE_BOUND, StackInfo, UnleashAdmin, create_rollout
+
+if TYPE_CHECKING:  # imported by the fixtures when the tests run; collection stays light
+    from openfeature.contrib.provider.unleash import UnleashProvider
 
 X = np.zeros((1, 2))
 USERS = 40
@@ -59,14 +50,6 @@ class Watcher:
         return [(e.version, e.previous) for e in self.seen if isinstance(e, BecameLKG)]
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.02)
-
-
 def served(flags: ModelFlags) -> set[str]:
     """The versions serving ``USERS`` users now; each call runs (and may prove its version)."""
     versions = set()
@@ -79,7 +62,7 @@ def served(flags: ModelFlags) -> set[str]:
 
 def settles_on(flags: ModelFlags, version: str, what: str) -> None:
     """Requests until every user is served ``version``."""
-    wait_until(lambda: served(flags) == {version}, what)
+    wait_until(lambda: served(flags) == {version}, 10.0, what)
 
 
 @pytest.fixture
@@ -135,11 +118,13 @@ def test_a_version_rolled_back_at_the_source_is_not_left_as_the_lkg(
 
         actuator.rollback("m", to_version="v1", from_version="v2")
         settles_on(flags, "v1", "v1 for everyone")
-        wait_until(lambda: flags.status()["m"].lkg == "v1", "v1 as the LKG again")
+        wait_until(lambda: flags.status()["m"].lkg == "v1", 10.0, "v1 as the LKG again")
 
         switch_off(flag_file)
         wait_until(
-            lambda: flags.get_model("m", "user-0").reason == "DISABLED", "the flag switched off"
+            lambda: flags.get_model("m", "user-0").reason == "DISABLED",
+            10.0,
+            "the flag switched off",
         )
         assert served(flags) == {"v1"}
         assert flags.flush(5)
@@ -168,7 +153,7 @@ def test_with_guardrails_a_promoted_version_rolled_back_at_the_source_is_not_the
 
         actuator.rollback("m", to_version="v1", from_version="v2")
         settles_on(flags, "v1", "v1 for everyone")
-        wait_until(lambda: flags.status()["m"].lkg == "v1", "v1 as the LKG again")
+        wait_until(lambda: flags.status()["m"].lkg == "v1", 10.0, "v1 as the LKG again")
         for _ in range(70):  # v2's guardrail state outlives its traffic: it is not promoted back
             served(flags)
             flags.check_guardrails()
@@ -177,7 +162,9 @@ def test_with_guardrails_a_promoted_version_rolled_back_at_the_source_is_not_the
 
         switch_off(flag_file)
         wait_until(
-            lambda: flags.get_model("m", "user-0").reason == "DISABLED", "the flag switched off"
+            lambda: flags.get_model("m", "user-0").reason == "DISABLED",
+            10.0,
+            "the flag switched off",
         )
         assert served(flags) == {"v1"}
 
@@ -194,9 +181,9 @@ def test_a_split_never_moves_the_lkg(flag_file: Path, workspace: Workspace) -> N
 
         for _ in range(3):
             actuator.set_split("m", {"v1": 50, "v2": 50})
-            wait_until(lambda: served(flags) == {"v1", "v2"}, "the split")
+            wait_until(lambda: served(flags) == {"v1", "v2"}, 10.0, "the split")
             actuator.set_split("m", {"v1": 49, "v2": 51})
-            wait_until(lambda: served(flags) == {"v1", "v2"}, "the split")
+            wait_until(lambda: served(flags) == {"v1", "v2"}, 10.0, "the split")
 
         assert flags.flush(5)
         assert flags.status()["m"].lkg == "v2"
@@ -232,6 +219,7 @@ def test_settling_needs_a_proven_version_that_was_the_lkg_and_was_not_demoted(
 
 
 @pytest.mark.unleash
+@pytest.mark.slow
 def test_on_unleash_a_version_rolled_back_at_the_source_is_not_left_as_the_lkg(
     unleash_stack: StackInfo,
     unleash_admin: UnleashAdmin,
@@ -248,17 +236,17 @@ def test_on_unleash_a_version_rolled_back_at_the_source_is_not_left_as_the_lkg(
     actuator = UnleashActuator(unleash_stack.url, unleash_stack.admin_token)
     try:
         with ModelFlags(workspace.write()) as flags:
-            unleash_wait(lambda: served(flags) == {"v1"}, CHANGE_BOUND, "v1 for everyone")
+            wait_until(lambda: served(flags) == {"v1"}, CHANGE_BOUND, "v1 for everyone")
             actuator.set_split(flag_name, {"v2": 100})
-            unleash_wait(lambda: served(flags) == {"v2"}, CHANGE_BOUND, "v2 for everyone")
+            wait_until(lambda: served(flags) == {"v2"}, CHANGE_BOUND, "v2 for everyone")
             assert flags.status()["m"].lkg == "v2"
 
             actuator.rollback(flag_name, to_version="v1", from_version="v2")
-            unleash_wait(lambda: served(flags) == {"v1"}, CHANGE_BOUND, "v1 for everyone again")
-            unleash_wait(lambda: flags.status()["m"].lkg == "v1", 5.0, "v1 as the LKG again")
+            wait_until(lambda: served(flags) == {"v1"}, CHANGE_BOUND, "v1 for everyone again")
+            wait_until(lambda: flags.status()["m"].lkg == "v1", 5.0, "v1 as the LKG again")
 
             unleash_admin.disable(flag_name)
-            unleash_wait(
+            wait_until(
                 lambda: str(flags.get_model("m", "user-0").reason) == "DEFAULT",
                 CHANGE_BOUND,
                 "the flag turned off",

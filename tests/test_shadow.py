@@ -709,6 +709,7 @@ def test_leaving_the_context_manager_leaves_no_shadow_thread(
 # -- the example ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_shadow_example_reports_the_known_agreement() -> None:
     """examples/shadow.py mirrors every call and reports 80% agreement, as constructed."""
     result = subprocess.run(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from modelflags.rollout.actuators import FlagdFileActuator
 from modelflags.telemetry.events import ActuatorFailed, GuardrailAlert, RolledBack
 
 from models import Constant
-from support import FakeClock, Workspace
+from support import FakeClock, Workspace, holds_for, wait_until
 
 X = np.zeros((2, 1))
 NO_QUARANTINE = Backoff(initial=0.0, maximum=0.0)  # every call tries the candidate again
@@ -356,13 +355,16 @@ def test_rollback_is_also_made_at_the_source_through_an_actuator(
         ) as flags:
             serve(flags, 40, bad_share=0.5)
             assert len(flags.check_guardrails()) == 1
-            deadline = time.monotonic() + 5
-            while json.loads(flags_path.read_text())["flags"]["m"]["defaultVariant"] != "v1":
-                assert time.monotonic() < deadline, "the flag file was not rolled back"
-                time.sleep(0.02)
-            while flags.get_model("m").requested_version != "v1":
-                assert time.monotonic() < deadline, "flagd did not pick up the rollback"
-                time.sleep(0.02)
+            wait_until(
+                lambda: json.loads(flags_path.read_text())["flags"]["m"]["defaultVariant"] == "v1",
+                5.0,
+                "the flag file rolled back",
+            )
+            wait_until(
+                lambda: flags.get_model("m").requested_version == "v1",
+                5.0,
+                "flagd picking up the rollback",
+            )
     finally:
         api.shutdown()
 
@@ -420,16 +422,14 @@ def test_rollback_lifts_when_the_flag_moves_to_another_version(
         assert flags.status()["m"].rolled_back == ("v2",)
         provider = api.get_client().provider
         provider.emit_provider_configuration_changed(ProviderEventDetails(flags_changed=["m"]))
-        time.sleep(0.2)
+        # Nothing tells when ModelFlags has handled the event: watch for a while.
+        holds_for(lambda: flags.status()["m"].rolled_back == ("v2",), 0.2, "the pin stays")
         assert flags.get_model("m", "u").reason == ROLLED_BACK  # still selects v2: pin stays
         set_flags(m="v3")
         api.get_client().provider.emit_provider_configuration_changed(
             ProviderEventDetails(flags_changed=["m"])
         )
-        deadline = time.monotonic() + 5
-        while flags.status()["m"].rolled_back:
-            assert time.monotonic() < deadline, "the rollback of v2 was not lifted"
-            time.sleep(0.02)
+        wait_until(lambda: not flags.status()["m"].rolled_back, 5.0, "the rollback of v2 lifted")
         set_flags(m="v2")
         assert flags.get_model("m", "u").version == "v2"  # the pin on v2 was lifted
 

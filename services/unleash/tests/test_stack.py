@@ -1,81 +1,32 @@
 """The real Unleash 8 stack read through the real OpenFeature Unleash provider.
 
-Run: cd providers/unleash && pytest -q -m unleash tests
+Run from the repository root: python -m pytest services/unleash
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from openfeature import api
-from openfeature.contrib.provider.unleash import UnleashProvider
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import EventDetails, ProviderEvent
 from openfeature.flag_evaluation import Reason
 from unleash_stack import StackInfo, UnleashAdmin, UnleashAdminError, start_stack
-from UnleashClient.cache import FileCache
 
-pytestmark = pytest.mark.unleash
+from support import holds_for, wait_until
+from support.unleash import CHANGE_BOUND, REFRESH_INTERVAL, create_rollout
 
-#: UnleashClient poll interval used by the tests (seconds; the client takes whole seconds).
-REFRESH_INTERVAL = 1
-#: The server recomputes the revision that keys its client-features cache once a second, so
-#: a change reaches a poll up to one tick late.
-SERVER_REVISION_TICK = 1.0
-#: Bound for "a change is seen": poll interval + revision tick + slack for a busy 2-core box.
-CHANGE_BOUND = REFRESH_INTERVAL + SERVER_REVISION_TICK + 1.0
+if TYPE_CHECKING:  # imported by the fixtures when the tests run; collection stays light
+    from openfeature.contrib.provider.unleash import UnleashProvider
+
+pytestmark = [pytest.mark.unleash, pytest.mark.slow]
 
 USER = EvaluationContext(targeting_key="user-1")
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``predicate`` until it holds; return the seconds it took."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what}: not seen within {timeout:.1f} s")
-        time.sleep(0.02)
-    return time.monotonic() - start
-
-
-@pytest.fixture
-def make_provider(
-    unleash_stack: StackInfo, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., UnleashProvider]]:
-    """Build UnleashProviders with their own cache folder and a 1 s refresh interval."""
-    providers: list[UnleashProvider] = []
-
-    def build(api_token: str | None = None) -> UnleashProvider:
-        app_name = f"modelflags-{request.node.name}-{len(providers)}"
-        provider = UnleashProvider(
-            url=f"{unleash_stack.url}/api",
-            app_name=app_name,
-            api_token=api_token or unleash_stack.client_token,
-            # Not the default FileCache under the home cache folder.
-            cache=FileCache(app_name, directory=str(tmp_path / "unleash-cache")),
-        )
-        # Not a constructor argument: must be set before initialize() starts the poller.
-        provider.client.unleash_refresh_interval = REFRESH_INTERVAL
-        providers.append(provider)
-        return provider
-
-    yield build
-    for provider in providers:
-        provider.shutdown()
-    api.clear_providers()
-
-
-def _rollout(admin: UnleashAdmin, name: str, variants: dict[str, int], **kwargs: Any) -> None:
-    admin.create_flag(name)
-    admin.set_variants_rollout(name, variants, **kwargs)
-    admin.enable(name)
 
 
 def _start_provider(provider: UnleashProvider, flag: str, expected: str | None) -> float:
@@ -91,7 +42,7 @@ def _start_provider(provider: UnleashProvider, flag: str, expected: str | None) 
         value = client.get_string_value(flag, "default", USER)
         return value == expected if expected is not None else value != "default"
 
-    return wait_for(serving, CHANGE_BOUND, f"new flag {flag} serving {expected or 'a variant'}")
+    return wait_until(serving, CHANGE_BOUND, f"new flag {flag} serving {expected or 'a variant'}")
 
 
 def test_stack_is_healthy_and_reused(unleash_stack: StackInfo) -> None:
@@ -133,10 +84,10 @@ def test_default_web_ui_login_works(unleash_stack: StackInfo) -> None:
 def test_string_flag_serves_payload_and_follows_weight_changes(
     unleash_admin: UnleashAdmin,
     flag_name: str,
-    make_provider: Callable[..., UnleashProvider],
+    unleash_provider: Callable[..., UnleashProvider],
 ) -> None:
-    _rollout(unleash_admin, flag_name, {"v1": 100, "v2": 0})
-    _start_provider(make_provider(), flag_name, "v1")
+    create_rollout(unleash_admin, flag_name, {"v1": 100, "v2": 0})
+    _start_provider(unleash_provider(), flag_name, "v1")
     client = api.get_client()
 
     details = client.get_string_details(flag_name, "default", USER)
@@ -146,7 +97,7 @@ def test_string_flag_serves_payload_and_follows_weight_changes(
     assert details.error_code is None
 
     unleash_admin.set_variants_rollout(flag_name, {"v1": 0, "v2": 100})
-    took = wait_for(
+    took = wait_until(
         lambda: client.get_string_value(flag_name, "default", USER) == "v2",
         CHANGE_BOUND,
         "weights 0/100",
@@ -157,14 +108,14 @@ def test_string_flag_serves_payload_and_follows_weight_changes(
 def test_disabled_flag_serves_the_default(
     unleash_admin: UnleashAdmin,
     flag_name: str,
-    make_provider: Callable[..., UnleashProvider],
+    unleash_provider: Callable[..., UnleashProvider],
 ) -> None:
-    _rollout(unleash_admin, flag_name, {"v1": 100, "v2": 0})
-    _start_provider(make_provider(), flag_name, "v1")
+    create_rollout(unleash_admin, flag_name, {"v1": 100, "v2": 0})
+    _start_provider(unleash_provider(), flag_name, "v1")
     client = api.get_client()
 
     unleash_admin.disable(flag_name)
-    took = wait_for(
+    took = wait_until(
         lambda: client.get_string_value(flag_name, "default", USER) == "default",
         CHANGE_BOUND,
         "disabled flag",
@@ -176,7 +127,7 @@ def test_disabled_flag_serves_the_default(
     assert details.error_code is None
 
     unleash_admin.enable(flag_name)
-    wait_for(
+    wait_until(
         lambda: client.get_string_value(flag_name, "default", USER) == "v1",
         CHANGE_BOUND,
         "re-enabled flag",
@@ -186,10 +137,10 @@ def test_disabled_flag_serves_the_default(
 def test_split_90_10_over_2000_users_is_within_2_points(
     unleash_admin: UnleashAdmin,
     flag_name: str,
-    make_provider: Callable[..., UnleashProvider],
+    unleash_provider: Callable[..., UnleashProvider],
 ) -> None:
-    _rollout(unleash_admin, flag_name, {"v1": 90, "v2": 10})
-    _start_provider(make_provider(), flag_name, None)
+    create_rollout(unleash_admin, flag_name, {"v1": 90, "v2": 10})
+    _start_provider(unleash_provider(), flag_name, None)
     client = api.get_client()
 
     keys = [f"user-{i}" for i in range(2000)]
@@ -211,15 +162,15 @@ def test_split_90_10_over_2000_users_is_within_2_points(
 def test_string_value_is_the_payload_and_variant_is_the_name(
     unleash_admin: UnleashAdmin,
     flag_name: str,
-    make_provider: Callable[..., UnleashProvider],
+    unleash_provider: Callable[..., UnleashProvider],
 ) -> None:
-    _rollout(
+    create_rollout(
         unleash_admin,
         flag_name,
         {"blue": 100, "green": 0},
         payloads={"blue": "model-2024-06-01", "green": "model-2024-07-01"},
     )
-    _start_provider(make_provider(), flag_name, "model-2024-06-01")
+    _start_provider(unleash_provider(), flag_name, "model-2024-06-01")
     details = api.get_client().get_string_details(flag_name, "default", USER)
     assert details.value == "model-2024-06-01"
     assert details.variant == "blue"
@@ -229,10 +180,10 @@ def test_string_value_is_the_payload_and_variant_is_the_name(
 def test_unleash_events_reach_provider_handlers_only(
     unleash_admin: UnleashAdmin,
     flag_name: str,
-    make_provider: Callable[..., UnleashProvider],
+    unleash_provider: Callable[..., UnleashProvider],
 ) -> None:
-    _rollout(unleash_admin, flag_name, {"v1": 100, "v2": 0})
-    provider = make_provider()
+    create_rollout(unleash_admin, flag_name, {"v1": 100, "v2": 0})
+    provider = unleash_provider()
     provider_events: list[tuple[ProviderEvent, Any]] = []
     api_events: list[tuple[ProviderEvent, EventDetails]] = []
     changed = threading.Event()
@@ -262,7 +213,17 @@ def test_unleash_events_reach_provider_handlers_only(
     changed.clear()
     unleash_admin.set_variants_rollout(flag_name, {"v1": 0, "v2": 100})
     assert changed.wait(CHANGE_BOUND), "no CONFIGURATION_CHANGED after a weight change"
-    time.sleep(REFRESH_INTERVAL + 0.5)
+
+    def unleash_api_events() -> list[ProviderEvent]:
+        return [event for event, d in api_events if d.provider_name == "Unleash Provider"]
+
+    # A forwarded event would reach the API handlers right after the provider's own; nothing
+    # says it will not come, so watch one more refresh interval.
+    holds_for(
+        lambda: unleash_api_events() == [ProviderEvent.PROVIDER_READY],
+        REFRESH_INTERVAL + 0.5,
+        "only READY reaches the API handlers",
+    )
 
     # Provider handlers get a plain dict, not an OpenFeature EventDetails.
     details = provider_events[-1][1]
@@ -270,17 +231,16 @@ def test_unleash_events_reach_provider_handlers_only(
     assert flag_name in details["flag_keys"]
 
     # The API handlers only see READY, which the SDK itself emits after initialize() returns.
-    unleash_api_events = [event for event, d in api_events if d.provider_name == "Unleash Provider"]
-    assert unleash_api_events == [ProviderEvent.PROVIDER_READY]
+    assert unleash_api_events() == [ProviderEvent.PROVIDER_READY]
 
 
 def test_bad_token_is_not_an_error_but_serves_defaults(
     unleash_admin: UnleashAdmin,
     flag_name: str,
-    make_provider: Callable[..., UnleashProvider],
+    unleash_provider: Callable[..., UnleashProvider],
 ) -> None:
-    _rollout(unleash_admin, flag_name, {"v1": 100, "v2": 0})
-    api.set_provider_and_wait(make_provider(api_token="default:development.not-a-token"))
+    create_rollout(unleash_admin, flag_name, {"v1": 100, "v2": 0})
+    api.set_provider_and_wait(unleash_provider(api_token="default:development.not-a-token"))
     details = api.get_client().get_string_details(flag_name, "default", USER)
     assert details.value == "default"
     assert details.reason == Reason.DEFAULT

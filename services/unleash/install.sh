@@ -2,16 +2,18 @@
 # Install what the local Unleash 8 + PostgreSQL 15 stack needs (run as root).
 #
 #   * Debian packages: postgresql (15 on Debian 12) and chromium (for the browser test)
-#   * unleash-server 8.x into providers/unleash/node/node_modules (from package-lock.json)
+#   * unleash-server 8.x into services/unleash/node/node_modules (from package-lock.json)
 #   * Python packages: openfeature-provider-unleash and playwright (the Python package only;
 #     the browser is Debian's /usr/bin/chromium, never a downloaded build)
 #
 # Idempotent: every step is skipped when its result is already present.
-# Environment: PYTHON (default: python3) selects the interpreter that gets the Python packages.
+# Environment: PYTHON (default: python3) selects the interpreter that gets the Python packages;
+# they are installed with the repository's constraints.txt.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 NODE_DIR="$HERE/node"
+CONSTRAINTS="$HERE/../../constraints.txt"
 PYTHON="${PYTHON:-python3}"
 APT_PACKAGES=(postgresql chromium)
 
@@ -83,7 +85,11 @@ if "$PYTHON" -c "import openfeature.contrib.provider.unleash, playwright, httpx"
     log "python packages present"
 else
     log "pip install openfeature-provider-unleash playwright"
-    "$PYTHON" -m pip install --quiet --disable-pip-version-check \
+    constraints=()
+    if [[ -f "$CONSTRAINTS" ]]; then
+        constraints=(-c "$CONSTRAINTS")
+    fi
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check "${constraints[@]}" \
         openfeature-provider-unleash playwright httpx
 fi
 

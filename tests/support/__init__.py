@@ -1,18 +1,43 @@
-"""Helpers shared by the tests: artifacts and registries on disk, flags, a hand-moved clock."""
+"""Everything the tests share, in one place (importable as ``support``: ``tests/`` is on the path).
+
+Here: artifacts and registries on disk (:class:`Workspace`), flags (:func:`memory_provider`) and a
+hand-moved clock (:class:`FakeClock`). In the submodules, re-exported here: waiting on conditions
+(:mod:`support.waiting`), traffic generators (:mod:`support.traffic`), event and log recorders
+(:mod:`support.recorders`). Fixtures (the artifact HTTP server, the Unleash stack, Chromium) live
+in :mod:`support.artifact_server`, :mod:`support.unleash` and :mod:`support.services`, and are
+registered by :mod:`support.plugin`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import joblib
 import tomli_w
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+
+from support.recorders import EventRecorder, LogRecorder, recording_logs
+from support.traffic import Traffic
+from support.waiting import holds_for, settles, wait_until
+
+__all__ = [
+    "EventRecorder",
+    "FakeClock",
+    "LogRecorder",
+    "Traffic",
+    "Workspace",
+    "holds_for",
+    "memory_provider",
+    "recording_logs",
+    "settles",
+    "sha256_of",
+    "wait_until",
+]
 
 
 def sha256_of(path: Path) -> str:
@@ -89,13 +114,3 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         with self._lock:
             self.now += seconds
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> float:
-    """Poll ``predicate`` until it is true (bounded); the seconds it took, or fail the test."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not seen within {timeout:.1f} s")
-        time.sleep(0.005)
-    return time.monotonic() - started

@@ -19,6 +19,9 @@ Every request is recorded (method, path, headers, range) for assertions.
 
 Stalls are bounded (at most :data:`MAX_STALL` seconds) and end early when the server stops.
 Safe to share between threads.
+
+The ``artifact_server`` fixture (registered by :mod:`support.plugin`) is one server per test
+process, emptied for each test.
 """
 
 from __future__ import annotations
@@ -35,14 +38,18 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
+
 __all__ = [
     "MAX_STALL",
     "ArtifactServer",
     "Fault",
     "RecordedRequest",
+    "artifact_server",
     "cut",
     "not_found",
     "redirect",
+    "running_artifact_server",
     "stall",
     "status",
     "trickle",
@@ -369,3 +376,17 @@ def _pieces(body: memoryview, fault: Fault | None) -> Iterator[memoryview | None
         offset = stop
     if at is not None:
         yield None
+
+
+@pytest.fixture(scope="session")
+def running_artifact_server() -> Iterator[ArtifactServer]:
+    """One artifact server for the test process, stopped at its end."""
+    with ArtifactServer() as running:
+        yield running
+
+
+@pytest.fixture
+def artifact_server(running_artifact_server: ArtifactServer) -> ArtifactServer:
+    """A real HTTP artifact server on 127.0.0.1, emptied for this test."""
+    running_artifact_server.reset()
+    return running_artifact_server

@@ -8,7 +8,7 @@
         admin.set_variants_rollout("churn-model", {"v1": 90, "v2": 10})
         admin.enable("churn-model")
 
-Import it with ``providers/unleash`` on ``sys.path`` (its conftest.py does that for pytest).
+Import it with ``services/unleash`` on ``sys.path`` (the tests' ``support.unleash`` does that).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import importlib.util
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,14 @@ from typing import Any
 import httpx
 
 __all__ = [
+    "MissingPrerequisites",
+    "StackError",
     "StackInfo",
     "UnleashAdmin",
     "UnleashAdminError",
+    "default_dir",
+    "missing_prerequisites",
+    "running_processes",
     "start_stack",
     "stop_stack",
 ]
@@ -54,6 +60,20 @@ _start = _load("start")
 _stop = _load("stop")
 
 StackError: type[RuntimeError] = _start.StackError
+MissingPrerequisites: type[RuntimeError] = _start.MissingPrerequisites
+
+
+def default_dir() -> Path:
+    """The stack folder used when none is given: ``$MODELFLAGS_UNLEASH_DIR`` or
+    ``/tmp/modelflags-unleash``."""
+    folder: Path = _start.default_dir()
+    return folder
+
+
+def missing_prerequisites() -> list[str]:
+    """What is not installed for the stack to start (empty when everything is there)."""
+    missing: list[str] = _start.missing_prerequisites()
+    return missing
 
 
 @dataclass(frozen=True)
@@ -79,7 +99,9 @@ def start_stack(
     """Start the stack in ``dir`` (default: ``$MODELFLAGS_UNLEASH_DIR`` or
     ``/tmp/modelflags-unleash``), or reuse it when it already runs and is healthy.
 
-    Raises ``StackError`` (a ``RuntimeError``) when it cannot be started.
+    Raises ``MissingPrerequisites`` before starting anything when programs are not installed,
+    and ``StackError`` (both are ``RuntimeError``) when it cannot be started; what a failed start
+    started is stopped again.
     """
     info: dict[str, Any] = _start.ensure_stack(dir, timeout=timeout)
     return StackInfo(
@@ -92,6 +114,19 @@ def start_stack(
         ui_password=str(info.get("ui_password", "unleash4all")),
         reused=bool(info.get("reused", False)),
     )
+
+
+def running_processes(dir: str | os.PathLike[str] | None = None) -> dict[str, int]:
+    """The stack's processes that run now, by name (``postgres``, ``unleash``) -> pid."""
+    paths = _start.stack_paths(dir)
+    found: dict[str, int] = {}
+    postgres = _start.postgres_status(paths)
+    if postgres is not None:
+        found["postgres"] = int(postgres[0])
+    unleash = _start.unleash_status(paths)
+    if unleash is not None:
+        found["unleash"] = int(unleash)
+    return found
 
 
 def stop_stack(
@@ -257,15 +292,48 @@ class UnleashAdmin:
         self._request("POST", f"{self._feature_path(name, project)}/environments/{environment}/off")
 
     def delete_flag(
-        self, name: str, *, project: str | None = None, missing_ok: bool = True
+        self,
+        name: str,
+        *,
+        project: str | None = None,
+        missing_ok: bool = True,
+        purge: bool = False,
+        timeout: float = 10.0,
     ) -> None:
-        """Archive the flag and delete it from the archive, so its name can be reused."""
+        """Archive the flag; with ``purge`` also delete it from the archive, so its name can be
+        reused.
+
+        unleash-server 8 records each flag's lifecycle stages in the background, about a second
+        after the flag is created and after it is archived. Deleting a flag from the archive
+        before both are recorded makes that background write fail, and the server exits. So
+        ``purge`` first waits (at most ``timeout`` seconds) until both stages are recorded;
+        without it the flag stays in the archive, which is enough for flags with unique names.
+        """
         try:
             self._request("DELETE", self._feature_path(name, project))
         except UnleashAdminError as exc:
             if exc.status_code != 404 or not missing_ok:
                 raise
-        self._request("DELETE", f"/api/admin/archive/{name}")
+            return
+        if purge:
+            self._wait_for_stages(name, project, {"initial", "archived"}, timeout)
+            self._request("DELETE", f"/api/admin/archive/{name}")
+
+    def _wait_for_stages(
+        self, name: str, project: str | None, stages: set[str], timeout: float
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        path = f"{self._feature_path(name, project)}/lifecycle"
+        while True:
+            recorded = {entry.get("stage") for entry in self._request("GET", path) or []}
+            if stages <= recorded:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"flag {name!r}: lifecycle stages {sorted(stages - recorded)} not recorded "
+                    f"by Unleash within {timeout:.0f} s"
+                )
+            time.sleep(0.1)
 
 
 def _percent(value: int, what: str) -> int:

@@ -3,16 +3,20 @@
 
 Usage::
 
-    python providers/unleash/start.py [--dir DIR] [--json] [--timeout SECONDS]
+    python services/unleash/start.py [--dir DIR] [--json] [--timeout SECONDS]
 
 DIR defaults to ``$MODELFLAGS_UNLEASH_DIR`` or ``/tmp/modelflags-unleash``. When the stack
-recorded in ``DIR/stack.json`` is running and healthy it is reused. Otherwise PostgreSQL is
-initialised (once) and started as the ``postgres`` user on a free port, and Unleash is started
-detached from ``server.js`` with two API tokens generated for this folder: an admin token
-(``*:*.<random>``) and a backend token (``default:development.<random>``).
+recorded in ``DIR/stack.json`` is running and healthy it is reused. Otherwise every prerequisite
+is checked before anything starts (all missing ones are named at once), PostgreSQL is initialised
+(once) and started as the ``postgres`` user on a free port, and Unleash is started detached from
+``server.js`` with two API tokens generated for this folder: an admin token (``*:*.<random>``) and
+a backend token (``default:development.<random>``). When a later step fails, what this run started
+is stopped again, so a failed start leaves no process behind.
 
 Only the standard library is used, so this runs before any test dependency is installed.
-Run ``install.sh`` first.
+Run ``install.sh`` first. ``MODELFLAGS_PG_BIN`` (PostgreSQL's programs) and
+``MODELFLAGS_UNLEASH_NODE_DIR`` (the folder holding ``node_modules/unleash-server``) override where
+the programs are looked for.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import getpass
 import json
 import logging
 import os
+import pwd
 import secrets
 import shlex
 import shutil
@@ -34,7 +39,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +48,11 @@ LOG = logging.getLogger("modelflags.unleash.stack")
 
 HERE = Path(__file__).resolve().parent
 SERVER_JS = HERE / "server.js"
-UNLEASH_PACKAGE = HERE / "node" / "node_modules" / "unleash-server" / "package.json"
-PG_BIN = Path(os.environ.get("MODELFLAGS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+INSTALL_SH = HERE / "install.sh"
+DEFAULT_PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_TOOLS = ("initdb", "pg_ctl", "psql", "postgres")
+UNLEASH_MAJOR = "8"
+MIN_NODE_MAJOR = 20
 DEFAULT_DIR = Path("/tmp/modelflags-unleash")
 HOST = "127.0.0.1"
 PG_OS_USER = "postgres"
@@ -63,9 +71,36 @@ class StackError(RuntimeError):
     """The stack could not be started, checked or stopped."""
 
 
+class MissingPrerequisites(StackError):
+    """Programs the stack needs are not installed; nothing was started."""
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(
+            f"cannot start the Unleash stack, not installed: {'; '.join(missing)} "
+            f"(run: bash {INSTALL_SH}, as root)"
+        )
+        self.missing = missing
+
+
 def default_dir() -> Path:
     """The stack folder: ``$MODELFLAGS_UNLEASH_DIR`` or ``/tmp/modelflags-unleash``."""
     return Path(os.environ.get("MODELFLAGS_UNLEASH_DIR") or DEFAULT_DIR)
+
+
+def pg_bin() -> Path:
+    """PostgreSQL's programs: ``$MODELFLAGS_PG_BIN`` or Debian's PostgreSQL 15 folder."""
+    return Path(os.environ.get("MODELFLAGS_PG_BIN") or DEFAULT_PG_BIN)
+
+
+def node_dir() -> Path:
+    """The folder with ``node_modules/unleash-server``: ``$MODELFLAGS_UNLEASH_NODE_DIR`` or
+    ``node/`` next to this script (where ``install.sh`` puts it)."""
+    return Path(os.environ.get("MODELFLAGS_UNLEASH_NODE_DIR") or HERE / "node").resolve()
+
+
+def unleash_package() -> Path:
+    """The ``package.json`` of the installed unleash-server."""
+    return node_dir() / "node_modules" / "unleash-server" / "package.json"
 
 
 @dataclass(frozen=True)
@@ -297,12 +332,54 @@ def postgres_status(paths: StackPaths) -> tuple[int, int] | None:
     return None
 
 
-def _check_pg_binaries() -> None:
-    missing = [n for n in ("initdb", "pg_ctl", "psql") if not (PG_BIN / n).exists()]
-    if missing:
-        raise StackError(
-            f"PostgreSQL binaries {missing} not found in {PG_BIN}; run providers/unleash/install.sh"
-        )
+# --- prerequisites ---------------------------------------------------------------------------
+
+
+def _node_major(node: str) -> int | None:
+    try:
+        version = subprocess.run(
+            [node, "--version"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout.strip()
+        return int(version.lstrip("v").split(".")[0])
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def missing_prerequisites() -> list[str]:
+    """Everything the stack needs that is not installed (empty when all is there).
+
+    Checked before anything is started, so a machine without PostgreSQL, Node or unleash-server
+    gets one message naming all of them and no half-started stack.
+    """
+    missing: list[str] = []
+    pg = pg_bin()
+    absent = [tool for tool in PG_TOOLS if not (pg / tool).exists()]
+    if absent:
+        missing.append(f"PostgreSQL 15 ({', '.join(absent)} not in {pg})")
+    if _is_root():
+        try:
+            pwd.getpwnam(PG_OS_USER)
+        except KeyError:
+            missing.append(f"the {PG_OS_USER!r} OS user (created by Debian's postgresql package)")
+        if shutil.which("runuser") is None:
+            missing.append("runuser (util-linux) on PATH")
+    if shutil.which("setsid") is None:
+        missing.append("setsid (util-linux) on PATH")
+    node = shutil.which("node")
+    if node is None:
+        missing.append(f"node (Node {MIN_NODE_MAJOR} or newer) on PATH")
+    else:
+        major = _node_major(node)
+        if major is None or major < MIN_NODE_MAJOR:
+            missing.append(f"Node {MIN_NODE_MAJOR} or newer ({node} is {major or 'unknown'})")
+    package = unleash_package()
+    version = str((_read_json(package) or {}).get("version", ""))
+    if not version.startswith(f"{UNLEASH_MAJOR}."):
+        found = f"found {version}" if version else "not found"
+        missing.append(f"unleash-server {UNLEASH_MAJOR}.x in {package.parents[2]} ({found})")
+    if not SERVER_JS.exists():
+        missing.append(f"{SERVER_JS}")
+    return missing
 
 
 def _prepare_pg_dirs(paths: StackPaths) -> None:
@@ -333,7 +410,7 @@ def _initdb(paths: StackPaths) -> None:
     _run(
         _as_pg_user(
             [
-                str(PG_BIN / "initdb"),
+                str(pg_bin() / "initdb"),
                 "-D",
                 str(paths.pg_data),
                 "-U",
@@ -365,7 +442,7 @@ def _pg_ctl_start(paths: StackPaths, port: int) -> None:
     _run(
         _as_pg_user(
             [
-                str(PG_BIN / "pg_ctl"),
+                str(pg_bin() / "pg_ctl"),
                 "-D",
                 str(paths.pg_data),
                 "-l",
@@ -385,7 +462,7 @@ def _pg_ctl_start(paths: StackPaths, port: int) -> None:
 def _psql(paths: StackPaths, port: int, sql: str, database: str = "postgres") -> str:
     cmd = _as_pg_user(
         [
-            str(PG_BIN / "psql"),
+            str(pg_bin() / "psql"),
             "-X",
             "-q",
             "-A",
@@ -414,34 +491,59 @@ def _ensure_database(paths: StackPaths, port: int, password: str) -> None:
         _psql(paths, port, f"CREATE DATABASE {DB_NAME} OWNER {DB_USER};")
 
 
-def ensure_postgres(paths: StackPaths, stack_secrets: Mapping[str, str]) -> tuple[int, int]:
-    """Initialise and start PostgreSQL for this folder if needed; return (pid, port)."""
-    _check_pg_binaries()
+def start_postgres(paths: StackPaths) -> tuple[int, int]:
+    """Initialise this folder's PostgreSQL if needed and start it; return (pid, port)."""
     _prepare_pg_dirs(paths)
     _initdb(paths)
+    last_error: StackError | None = None
+    previous_db = (_read_json(paths.server_config) or {}).get("db")
+    preferred = previous_db.get("port") if isinstance(previous_db, dict) else None
+    preferred = preferred if isinstance(preferred, int) else None
+    for attempt in range(3):
+        # Keep the port of the last run when it is free, so restarts keep their address.
+        port = free_port(preferred if attempt == 0 else None)
+        LOG.info("start PostgreSQL on %s:%d", HOST, port)
+        try:
+            _pg_ctl_start(paths, port)
+        except StackError as exc:  # e.g. the port was taken in between
+            last_error = exc
+            LOG.warning("PostgreSQL did not start: %s", exc)
+            stop_postgres(paths)  # pg_ctl may have given up on a server that started late
+            continue
+        status = postgres_status(paths)
+        if status is not None:
+            return status
+    raise StackError(f"PostgreSQL did not start: {last_error}\n{_log_tail(paths.pg_log)}")
+
+
+def stop_postgres(paths: StackPaths) -> bool:
+    """Stop this folder's PostgreSQL (``pg_ctl stop -m fast``); False when it was not running."""
     status = postgres_status(paths)
     if status is None:
-        last_error: StackError | None = None
-        previous_db = (_read_json(paths.server_config) or {}).get("db")
-        preferred = previous_db.get("port") if isinstance(previous_db, dict) else None
-        preferred = preferred if isinstance(preferred, int) else None
-        for attempt in range(3):
-            # Keep the port of the last run when it is free, so restarts keep their address.
-            port = free_port(preferred if attempt == 0 else None)
-            LOG.info("start PostgreSQL on %s:%d", HOST, port)
-            try:
-                _pg_ctl_start(paths, port)
-            except StackError as exc:  # e.g. the port was taken in between
-                last_error = exc
-                LOG.warning("PostgreSQL did not start: %s", exc)
-                continue
-            status = postgres_status(paths)
-            if status is not None:
-                break
-        if status is None:
-            raise StackError(f"PostgreSQL did not start: {last_error}\n{_log_tail(paths.pg_log)}")
-    _ensure_database(paths, status[1], stack_secrets["db_password"])
-    return status
+        return False
+    pid = status[0]
+    LOG.info("stop PostgreSQL (pid %d)", pid)
+    try:
+        _run(
+            _as_pg_user(
+                [
+                    str(pg_bin() / "pg_ctl"),
+                    "-D",
+                    str(paths.pg_data),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-t",
+                    "60",
+                    "stop",
+                ]
+            ),
+            timeout=90,
+        )
+    except StackError as exc:
+        LOG.warning("pg_ctl stop failed (%s); sending SIGTERM", exc)
+        terminate(pid, grace=30)
+    return True
 
 
 # --- Unleash ---------------------------------------------------------------------------------
@@ -459,13 +561,14 @@ def unleash_status(paths: StackPaths) -> int | None:
     return None
 
 
-def _node_binary() -> str:
-    node = shutil.which("node")
-    if node is None:
-        raise StackError("node not found on PATH (Node 20 or newer is needed)")
-    if not UNLEASH_PACKAGE.exists():
-        raise StackError(f"unleash-server is not installed: run {HERE / 'install.sh'}")
-    return node
+def stop_unleash(paths: StackPaths, *, grace: float = 20.0) -> bool:
+    """Stop this folder's Unleash server; False when it was not running."""
+    pid = unleash_status(paths)
+    if pid is None:
+        return False
+    LOG.info("stop Unleash (pid %d)", pid)
+    terminate(pid, grace=grace)
+    return True
 
 
 def _unleash_env() -> dict[str, str]:
@@ -479,7 +582,9 @@ def _unleash_env() -> dict[str, str]:
 
 
 def _spawn_unleash(paths: StackPaths, stack_secrets: Mapping[str, str], pg_port: int) -> int:
-    node = _node_binary()
+    node = shutil.which("node")
+    if node is None:  # checked with the other prerequisites; PATH may have changed since
+        raise StackError("node not found on PATH")
     # Keep the previous address when possible: clients configured with it keep working.
     port = free_port(_configured_unleash_port(paths))
     config = {
@@ -497,6 +602,7 @@ def _spawn_unleash(paths: StackPaths, stack_secrets: Mapping[str, str], pg_port:
         "secret": stack_secrets["session_secret"],
         "logLevel": os.environ.get("MODELFLAGS_UNLEASH_LOG_LEVEL", "warn"),
         "pidFile": str(paths.unleash_pid),
+        "nodeDir": str(node_dir()),
     }
     _write_private(paths.server_config, json.dumps(config, indent=2) + "\n")
     paths.unleash_pid.unlink(missing_ok=True)
@@ -611,54 +717,84 @@ def running_stack(paths: StackPaths) -> dict[str, Any] | None:
 def ensure_stack(
     root: str | os.PathLike[str] | None = None, *, timeout: float = DEFAULT_TIMEOUT
 ) -> dict[str, Any]:
-    """Reuse the healthy stack in ``root`` or start one; return the ``stack.json`` content."""
+    """Reuse the healthy stack in ``root`` or start one; return the ``stack.json`` content.
+
+    Raises :class:`MissingPrerequisites` (before starting anything) when programs are missing,
+    and :class:`StackError` when a step fails; then whatever this call started is stopped again.
+    """
     paths = stack_paths(root)
     with stack_lock(paths):
         info = running_stack(paths)
         if info is not None:
             LOG.info("reusing the running stack at %s", info["url"])
             return {**info, "reused": True}
-        started = time.monotonic()
-        stack_secrets = _load_or_create_secrets(paths)
-        pg_pid, pg_port = ensure_postgres(paths, stack_secrets)
+        missing = missing_prerequisites()
+        if missing:
+            raise MissingPrerequisites(missing)
+        undo: list[Callable[[], object]] = []
+        try:
+            info = _start_stack(paths, timeout, undo)
+        except BaseException:
+            for step in reversed(undo):
+                try:
+                    step()
+                except Exception:
+                    LOG.exception("could not stop what a failed start left behind")
+            raise
+        return {**info, "reused": False}
 
-        unleash_pid = unleash_status(paths)
-        port = _configured_unleash_port(paths)
-        if unleash_pid is not None and port is not None:
-            # A server of this folder still runs (e.g. its stack.json was lost): use it if it
-            # becomes healthy, else replace it.
-            url = f"http://{HOST}:{port}"
-            try:
-                wait_healthy(url, unleash_pid, paths.unleash_log, timeout)
-            except StackError as exc:
-                LOG.warning("replacing an unhealthy Unleash server (pid %d): %s", unleash_pid, exc)
-                terminate(unleash_pid)
-                unleash_pid = None
-        elif unleash_pid is not None:
+
+def _start_stack(
+    paths: StackPaths, timeout: float, undo: list[Callable[[], object]]
+) -> dict[str, Any]:
+    """Start what is not running; append to ``undo`` how to stop each part it starts."""
+    started = time.monotonic()
+    stack_secrets = _load_or_create_secrets(paths)
+    status = postgres_status(paths)
+    if status is None:
+        undo.append(lambda: stop_postgres(paths))
+        status = start_postgres(paths)
+    pg_pid, pg_port = status
+    _ensure_database(paths, pg_port, stack_secrets["db_password"])
+
+    unleash_pid = unleash_status(paths)
+    port = _configured_unleash_port(paths)
+    url = f"http://{HOST}:{port}"
+    if unleash_pid is not None and port is not None:
+        # A server of this folder still runs (e.g. its stack.json was lost): use it if it
+        # becomes healthy, else replace it.
+        try:
+            wait_healthy(url, unleash_pid, paths.unleash_log, timeout)
+        except StackError as exc:
+            LOG.warning("replacing an unhealthy Unleash server (pid %d): %s", unleash_pid, exc)
             terminate(unleash_pid)
             unleash_pid = None
-        if unleash_pid is None:
-            unleash_pid = _spawn_unleash(paths, stack_secrets, pg_port)
-            port = _configured_unleash_port(paths)
-            url = f"http://{HOST}:{port}"
-            wait_healthy(url, unleash_pid, paths.unleash_log, timeout)
-        _check_tokens(url, stack_secrets)
+    elif unleash_pid is not None:
+        terminate(unleash_pid)
+        unleash_pid = None
+    if unleash_pid is None:
+        undo.append(lambda: stop_unleash(paths))
+        unleash_pid = _spawn_unleash(paths, stack_secrets, pg_port)
+        port = _configured_unleash_port(paths)
+        url = f"http://{HOST}:{port}"
+        wait_healthy(url, unleash_pid, paths.unleash_log, timeout)
+    _check_tokens(url, stack_secrets)
 
-        info = {
-            "url": url,
-            "admin_token": stack_secrets["admin_token"],
-            "client_token": stack_secrets["client_token"],
-            "pg_port": pg_port,
-            "pids": {"unleash": unleash_pid, "postgres": pg_pid},
-            "dir": str(paths.root),
-            "unleash_log": str(paths.unleash_log),
-            "postgres_log": str(paths.pg_log),
-            "ui_username": UI_USERNAME,
-            "ui_password": UI_PASSWORD,
-        }
-        _write_private(paths.stack, json.dumps(info, indent=2) + "\n")
-        LOG.info("stack ready at %s after %.1f s", url, time.monotonic() - started)
-        return {**info, "reused": False}
+    info = {
+        "url": url,
+        "admin_token": stack_secrets["admin_token"],
+        "client_token": stack_secrets["client_token"],
+        "pg_port": pg_port,
+        "pids": {"unleash": unleash_pid, "postgres": pg_pid},
+        "dir": str(paths.root),
+        "unleash_log": str(paths.unleash_log),
+        "postgres_log": str(paths.pg_log),
+        "ui_username": UI_USERNAME,
+        "ui_password": UI_PASSWORD,
+    }
+    _write_private(paths.stack, json.dumps(info, indent=2) + "\n")
+    LOG.info("stack ready at %s after %.1f s", url, time.monotonic() - started)
+    return info
 
 
 def format_info(info: Mapping[str, Any]) -> str:

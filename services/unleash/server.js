@@ -10,7 +10,8 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { pathToFileURL } = require('node:url');
 
-const NODE_DIR = path.join(__dirname, 'node');
+// Where node_modules/unleash-server is: the config's nodeDir, else node/ next to this file.
+const DEFAULT_NODE_DIR = path.join(__dirname, 'node');
 
 function readConfig(file) {
   const raw = fs.readFileSync(file, 'utf8');
@@ -24,8 +25,8 @@ function readConfig(file) {
 }
 
 // unleash-server 8 is an ES module. Node >= 20.19 can require() it; older Node 20 needs import().
-async function loadUnleash() {
-  const resolved = require.resolve('unleash-server', { paths: [NODE_DIR] });
+async function loadUnleash(nodeDir) {
+  const resolved = require.resolve('unleash-server', { paths: [nodeDir] });
   try {
     return require(resolved);
   } catch (err) {
@@ -58,7 +59,7 @@ async function main() {
   process.env.CHECK_VERSION = 'false';
   process.env.SEND_TELEMETRY = 'false';
 
-  const unleash = await loadUnleash();
+  const unleash = await loadUnleash(cfg.nodeDir || DEFAULT_NODE_DIR);
   const admin = splitToken(cfg.adminToken);
   const client = splitToken(cfg.clientToken);
   const url = `http://${cfg.host || '127.0.0.1'}:${cfg.port}`;

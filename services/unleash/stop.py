@@ -3,7 +3,7 @@
 
 Usage::
 
-    python providers/unleash/stop.py [--dir DIR] [--purge]
+    python services/unleash/stop.py [--dir DIR] [--purge]
 
 Unleash gets SIGTERM (its graceful shutdown), then PostgreSQL is stopped with
 ``pg_ctl stop -m fast``. Stopping a stack that does not run is not an error. ``--purge``
@@ -20,7 +20,6 @@ import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 LOG = logging.getLogger("modelflags.unleash.stack")
 HERE = Path(__file__).resolve().parent
@@ -42,35 +41,6 @@ def _load_start() -> ModuleType:
 _start = _load_start()
 
 
-def _stop_postgres(paths: Any) -> bool:
-    status = _start.postgres_status(paths)
-    if status is None:
-        return False
-    pid = status[0]
-    LOG.info("stop PostgreSQL (pid %d)", pid)
-    try:
-        _start._run(
-            _start._as_pg_user(
-                [
-                    str(_start.PG_BIN / "pg_ctl"),
-                    "-D",
-                    str(paths.pg_data),
-                    "-m",
-                    "fast",
-                    "-w",
-                    "-t",
-                    "60",
-                    "stop",
-                ]
-            ),
-            timeout=90,
-        )
-    except _start.StackError as exc:
-        LOG.warning("pg_ctl stop failed (%s); sending SIGTERM", exc)
-        _start.terminate(pid, grace=30)
-    return True
-
-
 def stop_stack(
     root: str | os.PathLike[str] | None = None, *, purge: bool = False
 ) -> dict[str, bool]:
@@ -83,12 +53,8 @@ def stop_stack(
     if not paths.root.exists():
         return result
     with _start.stack_lock(paths):
-        pid = _start.unleash_status(paths)
-        if pid is not None:
-            LOG.info("stop Unleash (pid %d)", pid)
-            _start.terminate(pid, grace=20)
-            result["unleash"] = True
-        result["postgres"] = _stop_postgres(paths)
+        result["unleash"] = _start.stop_unleash(paths)
+        result["postgres"] = _start.stop_postgres(paths)
         for stale in (paths.stack, paths.unleash_pid):
             stale.unlink(missing_ok=True)
         if purge:
