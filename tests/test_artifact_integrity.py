@@ -30,9 +30,9 @@ from modelflags.errors import (
 )
 from modelflags.registry import Registry, VersionSpec
 
-from artifact_server import ArtifactServer, stall, trickle
 from models import Constant
 from support import Workspace
+from support.artifact_server import ArtifactServer, stall, trickle
 
 MiB = 1 << 20
 

@@ -19,7 +19,7 @@ from modelflags.errors import ActuatorError, FetchError
 from modelflags.registry import Registry, VersionSpec
 from modelflags.rollout.actuators.unleash import UnleashActuator
 
-from artifact_server import ArtifactServer, redirect, status
+from support.artifact_server import ArtifactServer, redirect, status
 
 SECRET_HEADERS = {"authorization", "x-api-key", "x-static"}
 

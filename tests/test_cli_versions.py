@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from modelflags import load_registry
 from modelflags.cli import main
 
-from artifact_server import ArtifactServer
+from support.artifact_server import ArtifactServer
 
 
 def git(folder: Path, *args: str) -> str:
