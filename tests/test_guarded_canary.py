@@ -544,6 +544,9 @@ def test_breaches_lists_every_rule_that_fired_for_a_version(
         clock=clock,
         guardrail_interval=3600,
     ) as flags:
+        flags.get_model("m", 0)
+        flags.get_model("m", 1)  # v2 loads in the background while v1 answers
+        assert flags.flush(5)
         for user in range(200):
             handle = flags.get_model("m", user)
             handle.predict(rng.random((1, 2)))

@@ -124,6 +124,9 @@ class Simulation:
             if self.clicks:
                 clicked = draw < self.clicks.get(handle.version, 0.0)
                 self.flags.record_outcome(handle, "click", 1.0 if clicked else 0.0)
+        # A second is long enough for any background load a request started (the LKG answers
+        # meanwhile) to finish: wait for it, so the run does not depend on thread scheduling.
+        self.flags.flush()
         breaches = self.flags.check_guardrails()
         self.clock.advance(1.0)
         return breaches
