@@ -5,8 +5,9 @@ Headless Debian Chromium driven by Playwright (never a downloaded browser) loads
 real server on 127.0.0.1 (``flags.serve_status``) while a thread serves traffic through a real
 ModelFlags: real scikit-learn models, flags from a flagd file in FILE mode with a ``fractional``
 split. Guardrails are checked by hand and the metrics window moved with a fake clock. The run
-saves screenshots of the overview and of the model page into ``docs/images/`` (the README shows
-them), overwriting those of the last run.
+saves screenshots of the overview and of the model page; with ``MODELFLAGS_SCREENSHOTS=1`` it
+saves them into ``docs/images/`` (the README shows them), otherwise into the test's own folder,
+so a run never changes the checkout.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 UI_TIMEOUT_MS = 20_000
-IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
+DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 RANKER = "ranker"
 TRAFFIC_BOUND = 200_000
 """Requests the traffic thread serves at most (it is stopped long before)."""
@@ -192,14 +193,15 @@ def test_an_operator_confirms_a_proposed_rollback_in_the_browser(
 ) -> None:
     """The overview shows the split and then the breach; a forged cross-site post is refused;
     Confirm on the model page rolls v2 back and the page shows v1 answering everything."""
-    IMAGES.mkdir(parents=True, exist_ok=True)
+    images = DOCS_IMAGES if os.environ.get("MODELFLAGS_SCREENSHOTS") == "1" else tmp_path
+    images.mkdir(parents=True, exist_ok=True)
     with flags.serve_status(token=TOKEN, sample_s=0.5) as server:
         context = browser.new_context(viewport={"width": 1400, "height": 900})
         context.set_default_timeout(UI_TIMEOUT_MS)
         page = context.new_page()
         try:
             log = tmp_path / "decisions.jsonl"
-            _run(page, server.url, flags, forger, clock, context.request, log)
+            _run(page, server.url, flags, forger, clock, context.request, log, images)
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
             raise
@@ -215,6 +217,7 @@ def _run(
     clock: FakeClock,
     request: APIRequestContext,
     decision_log: Path,
+    images: Path,
 ) -> None:
     # Without the token: 401 for the page and for the JSON.
     first = page.goto(url + "/")
@@ -242,7 +245,7 @@ def _run(
     assert [(b.version, b.rule) for b in breaches] == [("v2", "max_outcome_drop")]
     expect(page.get_by_test_id(f"proposal-{MODEL}-v2")).to_be_visible()
     expect(page.locator(f'section[data-model="{MODEL}"] .verdict-fired').first).to_be_visible()
-    page.screenshot(path=str(IMAGES / "status-overview.png"), full_page=True)
+    page.screenshot(path=str(images / "status-overview.png"), full_page=True)
 
     # A forged post from another origin, with the operator's cookie, is refused.
     target = f"{url}/models/{MODEL}/versions/v2/confirm"
@@ -257,7 +260,7 @@ def _run(
     page.get_by_role("link", name="Decide").click()
     expect(page.get_by_test_id("proposal-v2")).to_be_visible()
     expect(page.get_by_test_id("guardrails")).to_contain_text("max_outcome_drop")
-    page.screenshot(path=str(IMAGES / "status-model.png"), full_page=True)
+    page.screenshot(path=str(images / "status-model.png"), full_page=True)
     page.get_by_test_id("reason-confirm-v2").fill("correct answers fell by a third")
     page.get_by_test_id("confirm-v2").click()
     expect(page.get_by_test_id("state-v2")).to_contain_text("rolled back")
