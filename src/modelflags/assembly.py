@@ -5,6 +5,11 @@ serving core's parts), never the facade. The order below is the order of depende
 the change feed first, then resolution, health and the version keeper, then the serving policy
 and what runs beside it (shadow, prewarm), then supervision (metrics and guardrails), then what
 watches each call's input (input contracts, the drift watch).
+
+Models whose versions come from MLflow (:mod:`modelflags.sources`) are read before anything
+else, so every part is made with their versions; afterwards a :class:`Catalog` swaps a
+refreshed model in (its spec, its stages, its request-path entry), each by one reference
+assignment, on the sources' refresh thread. Models without a source are never touched.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from openfeature import api
 from openfeature.client import OpenFeatureClient
@@ -41,7 +47,10 @@ from modelflags.telemetry.decision_log import DecisionLog
 from modelflags.telemetry.events import EventDispatcher, Listener
 from modelflags.telemetry.status import ModelStatus, model_status
 
-__all__ = ["Parts", "assemble"]
+if TYPE_CHECKING:
+    from modelflags.sources import VersionSources
+
+__all__ = ["Catalog", "Parts", "assemble"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +75,12 @@ class Parts:
     supervisor: Supervisor | None
     audit: DecisionLog | None
     drift: DriftWatch | None = None
+    sources: VersionSources | None = None
+    catalog: Catalog | None = None
+
+    def current_registry(self) -> Registry:
+        """The registry served now: models from MLflow as of their last refresh."""
+        return self.registry if self.catalog is None else self.catalog.registry
 
     def status(self) -> dict[str, ModelStatus]:
         """Every model's status, from snapshots of the parts."""
@@ -96,10 +111,20 @@ class Parts:
                 proposals=() if supervisor is None else supervisor.proposals.pending(name),
                 flag_source=source,
                 extension_errors=extension_errors,
-                extra=None if drift is None or name not in drift.models else _drift(drift, name),
+                extra=self._extra(name),
             )
             for name, model in self.policy.models.items()
         }
+
+    def _extra(self, name: str) -> dict[str, object] | None:
+        drift, sources = self.drift, self.sources
+        extra: dict[str, object] = {}
+        if drift is not None and name in drift.models:
+            extra.update(_drift(drift, name))
+        source = None if sources is None else sources.status(name)
+        if source is not None:
+            extra["mlflow"] = source
+        return extra or None
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait for shadow calls and sampled inputs (judged for drift), then events and
@@ -142,6 +167,8 @@ class Parts:
 
     def reset_after_fork(self) -> None:
         """In a child process just forked: fresh locks, queues and background threads."""
+        if self.sources is not None:
+            self.sources.reset_after_fork()
         self.events.reset_after_fork()
         self.feed.reset_after_fork()
         self.resolver.reset_after_fork()
@@ -160,6 +187,8 @@ class Parts:
     def close(self) -> None:
         """Stop every background part and release resources, the change feed first."""
         _LIVE.discard(self)
+        if self.sources is not None:
+            self.sources.close()
         self.feed.close()
         if self.policy.prewarmer is not None:
             self.policy.prewarmer.close()
@@ -193,7 +222,22 @@ def assemble(
     evaluation_timeout: float | None = None,
 ) -> Parts:
     """Make and wire the parts (see the module docstring for the order)."""
-    specs = registry.models
+    cached = options.cache
+    store = cached.artifacts or ArtifactStore(
+        cache_dir=cached.cache_dir, max_bytes=cached.max_artifact_bytes
+    )
+    sources = None
+    if any(spec.mlflow is not None for spec in registry.models.values()):
+        from modelflags.sources import version_sources  # HTTP and MLflow only for such models
+
+        sources = version_sources(registry, folders=store.folder_fetcher(), state_dir=state_dir)
+    if sources is not None:
+        try:
+            registry = sources.start(registry)
+        except BaseException:
+            sources.close()
+            raise
+    specs = dict(registry.models)  # the assembly's own: a Catalog swaps refreshed models in
     governance = options.governance
     stages = StageGate(specs, allowed_stages(governance.allowed_stages, os.environ))
     events = EventDispatcher(listeners)
@@ -219,13 +263,11 @@ def assemble(
         known_versions={name: frozenset(spec.versions) for name, spec in specs.items()},
     )
     stages.settle(health, specs)
-    cached = options.cache
     keeper = VersionKeeper(
         specs,
         health=health,
         cache=ModelCache(max_models=cached.max_models, max_bytes=cached.max_bytes),
-        artifacts=cached.artifacts
-        or ArtifactStore(cache_dir=cached.cache_dir, max_bytes=cached.max_artifact_bytes),
+        artifacts=store,
         loaders=LoaderRegistry(loaders),
         emit=events.emit,
     )
@@ -290,12 +332,71 @@ def assemble(
         contracts, sampler=drift, rates=None if drift is None else drift.rates, random=random
     )
     policy.guard.inputs = gate if gate else None
+    catalog = None
+    if sources is not None:
+        catalog = Catalog(registry, specs, models, stages, health)
+        sources.run(catalog.apply, keep=lambda name: (health.lkg(name),))
     parts = Parts(
-        registry, events, feed, resolver, layer, keeper, shadow, policy, supervisor, audit, drift
+        registry,
+        events,
+        feed,
+        resolver,
+        layer,
+        keeper,
+        shadow,
+        policy,
+        supervisor,
+        audit,
+        drift,
+        sources,
+        catalog,
     )
     assembled.append(parts)
     _LIVE.add(parts)
     return parts
+
+
+class Catalog:
+    """The live version sets of the models whose versions come from a source (MLflow).
+
+    :meth:`apply` swaps a refreshed model in: the parts read ``specs[name]`` and
+    ``models[name]`` once per use, so each swap is one assignment and the request path stays as
+    it is (no lock, one reference read). Called only by the sources' refresh thread; the
+    readers of :attr:`registry` get a complete registry, old or new.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        specs: dict[str, ModelSpec],
+        models: dict[str, ModelEntry],
+        stages: StageGate,
+        health: Health,
+    ) -> None:
+        self.registry = registry
+        self._specs = specs
+        self._models = models
+        self._stages = stages
+        self._health = health
+
+    def apply(self, spec: ModelSpec) -> None:
+        """Serve ``spec``'s versions from now on (see the class docstring)."""
+        name = spec.name
+        old = self._specs[name]
+        # While the entry is swapped, a request may hold either; the union lets both load.
+        both = {**old.versions, **spec.versions}
+        self._specs[name] = spec.model_copy(update={"versions": both})
+        self._stages.update(spec)
+        entry = self._models[name]
+        self._models[name] = ModelEntry.of(spec, ring=entry.ring)
+        self._specs[name] = spec
+        self.registry = self.registry.model_copy(
+            update={"models": {**self.registry.models, name: spec}}
+        )
+        for version, item in spec.versions.items():
+            before = old.versions.get(version)
+            if item.sha256 is not None and before is not None and before.sha256 is None:
+                self._health.release(name, version)  # refused while unpinned: try it now
 
 
 def _drift_rolls_back(specs: Mapping[str, ModelSpec]) -> bool:
