@@ -438,3 +438,19 @@ def test_a_local_artifact_root_is_served_without_importing_mlflow(world: World) 
     predicted, imported = result.stdout.strip().splitlines()[-2:]
     assert predicted == str(world.models[first].predict(np.zeros((1, 3))).tolist())
     assert imported == "False"
+
+
+def test_mlflows_own_load_model_writing_into_the_folder_does_not_unpin_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mlflow.sklearn.load_model("models:/...")`` writes ``registered_model_meta`` into a
+    local artifact folder; that bookkeeping file is not part of the pinned folder."""
+    first = world.log(0)
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    with mlflow_quietly() as mlflow:
+        mlflow.set_registry_uri(world.server.url)
+        mlflow.sklearn.load_model(f"models:/{world.name}/{first}")
+    assert (world.server.files_of(world.name, first) / "registered_model_meta").is_file()
+    with world.open(world.registry(default_version=first)) as flags:
+        handle = flags.get_model(MODEL, "user-1")
+        assert (handle.predict(world.X) == world.models[first].predict(world.X)).all()

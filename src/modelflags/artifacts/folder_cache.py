@@ -90,10 +90,14 @@ def local_folder_path(location: str) -> Path | None:
 
 
 class LocalFolderSource:
-    """Files of a folder on this machine. Links are refused, never followed.
+    """Files of a folder on this machine. Links are refused, never followed; files named in
+    ``ignore`` at the folder's top are not part of it.
 
     Keeps no state: safe to share between threads.
     """
+
+    def __init__(self, ignore: frozenset[str] = frozenset()) -> None:
+        self._ignore = ignore
 
     def list_files(self, location: str) -> list[tuple[str, int | None]]:
         """Every regular file below the folder, with its size."""
@@ -107,6 +111,8 @@ class LocalFolderSource:
                 path = Path(folder) / name
                 info = os.lstat(path)
                 relative = path.relative_to(root).as_posix()
+                if relative in self._ignore:
+                    continue
                 if stat.S_ISREG(info.st_mode):
                     found.append((relative, info.st_size))
                 elif not stat.S_ISDIR(info.st_mode):

@@ -15,6 +15,11 @@ digest can be checked with coreutils alone::
 
     (cd DIR && find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum
 
+An MLflow model folder leaves out ``registered_model_meta`` at its top, a file MLflow's own
+``load_model`` writes into a local artifact folder after the version was logged
+(:data:`~modelflags.artifacts.mlflow.MLFLOW_BOOKKEEPING`); add ``! -path ./registered_model_meta``
+to ``find`` for such a folder.
+
 :func:`read_folder` reads every file of a folder once into memory while hashing it, never
 following a link (each name is opened relative to its parent folder's descriptor with
 ``O_NOFOLLOW``), and returns a :class:`VerifiedFolder` only when the digest matches. A loader
@@ -258,11 +263,15 @@ def read_folder(
 
 
 def folder_digest(
-    path: str | os.PathLike[str], subject: Subject | None = None, *, shown: str | None = None
+    path: str | os.PathLike[str],
+    subject: Subject | None = None,
+    *,
+    shown: str | None = None,
+    ignore: frozenset[str] = frozenset(),
 ) -> FolderDigest:
     """The digest of the folder at ``path``, its size and its files' digests (bytes not kept).
 
-    Raises as :func:`read_folder`.
+    Files named in ``ignore`` at the folder's top are left out. Raises as :func:`read_folder`.
     """
     subject = subject or Subject.of("", "", os.fspath(path))
     where = shown or f"folder {os.fspath(path)}"
@@ -272,6 +281,8 @@ def folder_digest(
 
     def hash_only(relative: str, stream: io.FileIO) -> None:
         nonlocal total
+        if relative in ignore:
+            return
         hasher = hashlib.sha256()
         view = memoryview(scratch)
         while count := stream.readinto(view):

@@ -22,9 +22,14 @@ from typing import Any
 
 from modelflags.artifacts.folder_cache import FolderSource, LocalFolderSource, local_folder_path
 
-__all__ = ["MlflowArtifactSource", "folder_source_for", "mlflow_module"]
+__all__ = ["MLFLOW_BOOKKEEPING", "MlflowArtifactSource", "folder_source_for", "mlflow_module"]
 
 _MAX_FILES = 100_000
+
+MLFLOW_BOOKKEEPING = frozenset({"registered_model_meta"})
+"""Files MLflow itself writes into a model folder after it was logged, left out of the folder
+(and its digest): ``mlflow.<flavor>.load_model("models:/...")`` writes ``registered_model_meta``
+(the registered name and version) into a local artifact folder in place."""
 
 
 def mlflow_module(name: str, why: str) -> Any:
@@ -46,8 +51,11 @@ class MlflowArtifactSource:
     Keeps no state: safe to share between threads (as MLflow's artifact functions are).
     """
 
-    def __init__(self, tracking_uri: str | None = None) -> None:
+    def __init__(
+        self, tracking_uri: str | None = None, ignore: frozenset[str] = MLFLOW_BOOKKEEPING
+    ) -> None:
         self._tracking_uri = tracking_uri
+        self._ignore = ignore
 
     def list_files(self, location: str) -> list[tuple[str, int | None]]:
         """Every file below ``location``, listed folder by folder."""
@@ -62,6 +70,8 @@ class MlflowArtifactSource:
                 relative = f"{folder}/{name}" if folder else name
                 if info.is_dir:
                     pending.append(relative)
+                elif relative in self._ignore:
+                    continue
                 else:
                     size = info.file_size
                     found.append((relative, int(size) if size is not None else None))
@@ -91,7 +101,7 @@ def folder_source_for(location: str, tracking_uri: str | None) -> FolderSource:
     """The source of a version's files: read directly when they are on this machine, else
     through MLflow's client."""
     if local_folder_path(location) is not None:
-        return LocalFolderSource()
+        return LocalFolderSource(MLFLOW_BOOKKEEPING)
     return MlflowArtifactSource(tracking_uri)
 
 

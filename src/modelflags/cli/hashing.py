@@ -75,8 +75,12 @@ def run(args: argparse.Namespace, output: Output) -> int:
 
 def _folder(path: Path) -> tuple[str, int]:
     from modelflags.artifacts.folders import folder_digest
+    from modelflags.artifacts.mlflow import MLFLOW_BOOKKEEPING
+    from modelflags.artifacts.mlflow_flavors import MLMODEL
 
-    found = folder_digest(path)
+    # an MLflow model folder: MLflow's own bookkeeping file is not part of it
+    ignore = MLFLOW_BOOKKEEPING if (path / MLMODEL).is_file() else frozenset[str]()
+    found = folder_digest(path, ignore=ignore)
     return found.sha256, found.size
 
 
