@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from modelflags.assembly import Catalog, Parts, assemble
+from modelflags.assembly import Parts, assemble
+from modelflags.catalog import Catalog
 from modelflags.options import GovernanceOptions, gather
 from modelflags.registry import ModelSpec, Registry
 from modelflags.serving.context import to_context

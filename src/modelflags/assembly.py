@@ -7,9 +7,10 @@ and what runs beside it (shadow, prewarm), then supervision (metrics and guardra
 watches each call's input (input contracts, the drift watch).
 
 Models whose versions come from MLflow (:mod:`modelflags.sources`) are read before anything
-else, so every part is made with their versions; afterwards a :class:`Catalog` swaps a
-refreshed model in (its spec, its stages, its request-path entry), each by one reference
-assignment, on the sources' refresh thread. Models without a source are never touched.
+else, so every part is made with their versions; afterwards a
+:class:`~modelflags.catalog.Catalog` swaps a refreshed model in (its spec, its stages, its
+request-path entry), each by one reference assignment, on the sources' refresh thread. Models
+without a source are never touched.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from openfeature import api
 from openfeature.client import OpenFeatureClient
 
 from modelflags.artifacts import ArtifactStore, Loader, LoaderRegistry
+from modelflags.catalog import Catalog
 from modelflags.options import AuditOptions, Options, validate_input_default
 from modelflags.overrides import OVERRIDES_ENV, overrides_layer
-from modelflags.registry import ModelSpec, Registry, VersionSpec
+from modelflags.registry import ModelSpec, Registry
 from modelflags.rollout.drift import DriftWatch
 from modelflags.rollout.promotion import release_moved_rollbacks
 from modelflags.rollout.supervision import Supervisor
@@ -50,7 +52,7 @@ from modelflags.telemetry.status import ModelStatus, model_status
 if TYPE_CHECKING:
     from modelflags.sources import VersionSources
 
-__all__ = ["Catalog", "Parts", "assemble"]
+__all__ = ["Catalog", "Parts", "assemble"]  # Catalog: re-exported from modelflags.catalog
 
 logger = logging.getLogger(__name__)
 
@@ -354,68 +356,6 @@ def assemble(
     assembled.append(parts)
     _LIVE.add(parts)
     return parts
-
-
-class Catalog:
-    """The live version sets of the models whose versions come from a source (MLflow).
-
-    :meth:`apply` swaps a refreshed model in: the parts read ``specs[name]`` and
-    ``models[name]`` once per use, so each swap is one assignment and the request path stays as
-    it is (no lock, one reference read). The last known good version and every proven one stay
-    in the set even when the source no longer lists them (the source is asked to keep them; this
-    is the safety net), and the specs the version keeper loads from keep every version ever
-    known, so a request that chose a version just before it was dropped can still load it.
-    Called only by the sources' refresh thread; the readers of :attr:`registry` get a complete
-    registry, old or new.
-    """
-
-    def __init__(
-        self,
-        registry: Registry,
-        specs: dict[str, ModelSpec],
-        models: dict[str, ModelEntry],
-        stages: StageGate,
-        health: Health,
-    ) -> None:
-        self.registry = registry
-        self._specs = specs
-        self._models = models
-        self._stages = stages
-        self._health = health
-        self._retired: dict[str, dict[str, VersionSpec]] = {}
-
-    def apply(self, spec: ModelSpec) -> None:
-        """Serve ``spec``'s versions from now on (see the class docstring)."""
-        name = spec.name
-        old = self._models[name].spec
-        spec = self._keeping(old, spec)
-        retired = self._retired.setdefault(name, {})
-        retired.update((v, item) for v, item in old.versions.items() if v not in spec.versions)
-        for version in spec.versions:
-            retired.pop(version, None)
-        # What may load is a superset of what may be chosen: a request that chose a version
-        # from the entry it read before the swap still finds its spec.
-        self._specs[name] = spec.model_copy(update={"versions": {**retired, **spec.versions}})
-        self._stages.update(spec)
-        entry = self._models[name]
-        self._models[name] = ModelEntry.of(spec, ring=entry.ring)
-        self.registry = self.registry.model_copy(
-            update={"models": {**self.registry.models, name: spec}}
-        )
-        for version, item in spec.versions.items():
-            before = old.versions.get(version)
-            if item.sha256 is not None and before is not None and before.sha256 is None:
-                self._health.release(name, version)  # refused while unpinned: try it now
-
-    def _keeping(self, old: ModelSpec, spec: ModelSpec) -> ModelSpec:
-        """``spec`` with the LKG and the proven versions it dropped put back."""
-        name, health = spec.name, self._health
-        known = {**self._retired.get(name, {}), **old.versions}
-        wanted = {health.lkg(name), *(v for v in known if health.is_proven(name, v))}
-        missing = {v: known[v] for v in wanted if v not in spec.versions and v in known}
-        if not missing:
-            return spec
-        return spec.model_copy(update={"versions": {**spec.versions, **missing}})
 
 
 def _drift_rolls_back(specs: Mapping[str, ModelSpec]) -> bool:

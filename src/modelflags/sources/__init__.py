@@ -18,9 +18,10 @@ from modelflags.errors import RegistryError
 from modelflags.registry.mlflow import TRACKING_URI_ENV
 from modelflags.registry.mlflow_pins import PinFile
 from modelflags.registry.schema import Registry
-from modelflags.sources.mlflow import MlflowVersionSource, SourceStatus
+from modelflags.sources.mlflow import MlflowVersionSource
 from modelflags.sources.mlflow_api import MlflowApi
 from modelflags.sources.poller import VersionSource, VersionSources
+from modelflags.sources.status import SourceStatus
 
 __all__ = [
     "MlflowVersionSource",

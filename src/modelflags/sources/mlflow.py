@@ -9,12 +9,10 @@ becomes a complete :class:`~modelflags.registry.ModelSpec` whose versions are or
 ``mlflow``, lineage and ``metadata["mlflow"]`` from :mod:`~modelflags.sources.mlflow_lineage`).
 
 **Trust.** MLflow stores no digest of a version's files, so a version serves only with a pinned
-folder digest (:mod:`modelflags.artifacts.folders`): from the local pin file
-(:mod:`modelflags.registry.mlflow_pins`), else the version's tag ``modelflags.sha256``, else,
-with ``trust_on_first_use = true``, the digest of its first download, written to the pin file
-and logged as a warning. A version without any stays listed (so flags naming it get a clear
-cause) but is refused before a byte is fetched. The pin file wins over the tag when they differ
-(logged): whoever can change MLflow cannot change the file.
+folder digest (:mod:`modelflags.artifacts.folders`): from the local pin file, else the version's
+tag ``modelflags.sha256``, else, with ``trust_on_first_use = true``, the digest of its first
+download (:mod:`~modelflags.sources.mlflow_trust`). A version without any stays listed (so flags
+naming it get a clear cause) but is refused before a byte is fetched.
 
 **At start** (:meth:`MlflowVersionSource.start`) the default version is resolved: an id, an
 alias (``"@champion"``) or, when none is given, the newest pinned version; it must be pinned.
@@ -32,11 +30,10 @@ caller must keep (the last known good one, the default), which stay marked
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -46,59 +43,23 @@ from pydantic import ValidationError
 from modelflags.artifacts.folder_cache import FolderFetcher
 from modelflags.artifacts.mlflow import folder_source_for
 from modelflags.artifacts.mlflow_flavors import MLMODEL, read_mlmodel
-from modelflags.errors import ModelFlagsError, ModelUnavailableError, VersionSourceError
+from modelflags.errors import ModelUnavailableError, VersionSourceError
 from modelflags.registry.messages import registry_error
-from modelflags.registry.mlflow import PIN_FILE, PIN_TAG, MlflowVersionRef, model_version_uri
+from modelflags.registry.mlflow import PIN_TAG, MlflowVersionRef, model_version_uri
 from modelflags.registry.mlflow_pins import PinFile
 from modelflags.registry.schema import MLFLOW_VERSIONS, ModelSpec, VersionSpec
 from modelflags.sources.mlflow_api import MlflowApi
 from modelflags.sources.mlflow_lineage import describe, mlmodel_summary, stage_of
+from modelflags.sources.mlflow_trust import VersionTrust, order, resolve_default
 from modelflags.sources.snapshots import Snapshot, read_snapshot, snapshot_path, write_snapshot
+from modelflags.sources.status import SourceStatus
 
 __all__ = ["MlflowVersionSource", "SourceStatus"]
 
 logger = logging.getLogger(__name__)
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _MLMODEL_LIMIT = 1 << 20
 _ERROR_LIMIT = 500
-
-
-@dataclass(frozen=True)
-class SourceStatus:
-    """Where a model's versions come from and how reading them goes (``status().extra``).
-
-    ``refreshed_at`` is the wall-clock time (seconds since the epoch) of the last successful
-    read; ``last_error`` the last failure's message (None once a read succeeds again) and
-    ``error_since`` when failures began; ``from_snapshot`` says the versions are those of the
-    snapshot under ``state_dir`` (MLflow could not be read since start). Immutable.
-    """
-
-    tracking_uri: str
-    name: str
-    refresh_s: float
-    refreshed_at: float | None = None
-    last_error: str | None = None
-    error_since: float | None = None
-    from_snapshot: bool = False
-    versions: tuple[str, ...] = ()
-    unpinned: tuple[str, ...] = ()
-    aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-
-    def as_dict(self) -> dict[str, Any]:
-        """A plain dict (what ``ModelStatus.extra["mlflow"]`` holds)."""
-        return {
-            "tracking_uri": self.tracking_uri,
-            "name": self.name,
-            "refresh_s": self.refresh_s,
-            "refreshed_at": self.refreshed_at,
-            "last_error": self.last_error,
-            "error_since": self.error_since,
-            "from_snapshot": self.from_snapshot,
-            "versions": list(self.versions),
-            "unpinned": list(self.unpinned),
-            "aliases": dict(self.aliases),
-        }
 
 
 @dataclass(frozen=True)
@@ -137,13 +98,12 @@ class MlflowVersionSource:
         self.interval = spec.mlflow.refresh_s
         self._template = spec
         self._api = api
-        self._pins = pins
-        self._folders = folders
         self._snapshot_path = None if state_dir is None else snapshot_path(state_dir, spec.name)
         self._wall = wall
         self._details: dict[str, _Details] = {}
-        self._tofu: dict[str, str] = {}
-        self._warned: set[tuple[str, str]] = set()
+        self._trust = VersionTrust(
+            spec.name, spec.mlflow.name, pins=pins, folders=folders, tracking_uri=api.tracking_uri
+        )
         self._current: ModelSpec | None = None
         self._aliases: dict[str, str] = {}
         self._status = SourceStatus(api.tracking_uri, self.config.name, self.interval)
@@ -159,7 +119,9 @@ class MlflowVersionSource:
         try:
             aliases, listed = self._read()
             versions = self._build(listed, aliases, keep=())
-            default = self._default(aliases, versions)
+            default = resolve_default(
+                self.name, self.config.name, self._template.default_version, aliases, versions
+            )
             spec = self._model(versions, default)
         except VersionSourceError as exc:
             snapshot = self._load_snapshot()
@@ -217,7 +179,7 @@ class MlflowVersionSource:
         """Every READY version as it would serve, and the aliases (for ``modelflags show``:
         nothing is downloaded, nothing trusted on first use, no default resolved)."""
         aliases, listed = self._read()
-        return self._build(listed, aliases, keep=(), trust=False), aliases
+        return self._build(listed, aliases, keep=(), trusting=False), aliases
 
     def status(self) -> SourceStatus:
         """How reading the versions goes."""
@@ -288,9 +250,10 @@ class MlflowVersionSource:
         aliases: Mapping[str, str],
         *,
         keep: Collection[str],
-        trust: bool = True,
+        trusting: bool = True,
     ) -> dict[str, VersionSpec]:
-        local = self._pins.read().get(self.config.name, {})
+        trust = self._trust
+        local = trust.local()
         by_version: dict[str, list[str]] = {}
         for alias, version in aliases.items():
             by_version.setdefault(version, []).append(alias)
@@ -302,9 +265,9 @@ class MlflowVersionSource:
                 for item in raw.get("tags") or ()
                 if isinstance(item, Mapping)
             }
-            digest, how = self._pin(version, local.get(version), tags.get(PIN_TAG))
-            if digest is None and trust and self.config.trust_on_first_use:
-                digest = self._trust_on_first_use(version, details)
+            digest, how = trust.digest(version, local.get(version), tags.get(PIN_TAG))
+            if digest is None and trusting and self.config.trust_on_first_use:
+                digest = trust.first_use(version, details.artifact_uri)
                 how = None if digest is None else "first use"
             lineage, metadata = describe(
                 raw,
@@ -319,7 +282,7 @@ class MlflowVersionSource:
             old = previous.get(version)
             if old is None:
                 continue
-            if self._warn_once("deleted", version):
+            if trust.warn_once("deleted", version):
                 logger.warning(
                     "model %r version %r: MLflow no longer lists it; it stays because it is the "
                     "last known good or the default version",
@@ -331,7 +294,7 @@ class MlflowVersionSource:
             versions[version] = old.model_copy(
                 update={"metadata": {**old.metadata, "mlflow": info}}
             )
-        return dict(sorted(versions.items(), key=lambda item: _order(item[0])))
+        return dict(sorted(versions.items(), key=lambda item: order(item[0])))
 
     def _version(
         self,
@@ -365,119 +328,6 @@ class MlflowVersionSource:
         except ValidationError as exc:
             raise registry_error(exc, f"MLflow model {self.config.name!r}") from exc
 
-    def _pin(
-        self, version: str, local: str | None, tag: str | None
-    ) -> tuple[str | None, str | None]:
-        """The pinned digest of ``version`` and where it came from."""
-        if tag is not None:
-            tag = tag.strip().lower()
-            if not _SHA256.fullmatch(tag):
-                if self._warn_once("bad tag", version):
-                    logger.warning(
-                        "model %r version %r: its MLflow tag %s is not a sha256 digest; ignored",
-                        self.name,
-                        version,
-                        PIN_TAG,
-                    )
-                tag = None
-        if local is not None:
-            if tag is not None and tag != local and self._warn_once("disagree", version):
-                logger.warning(
-                    "model %r version %r: the MLflow tag %s says %s, the pin file %s says %s; "
-                    "the pin file wins",
-                    self.name,
-                    version,
-                    PIN_TAG,
-                    tag,
-                    self._pins.path,
-                    local,
-                )
-            return local, "pin file"
-        if tag is not None:
-            return tag, "tag"
-        if version in self._tofu:
-            return self._tofu[version], "first use"
-        return None, None
-
-    def _trust_on_first_use(self, version: str, details: _Details) -> str | None:
-        uri = model_version_uri(self.config.name, version)
-        try:
-            folder = self._folders.pin(
-                model=self.name,
-                version=version,
-                uri=uri,
-                location=details.artifact_uri,
-                source=folder_source_for(details.artifact_uri, self._api.tracking_uri),
-            )
-        except ModelFlagsError as exc:
-            logger.error(
-                "model %r version %r: cannot download it to trust it on first use: %s",
-                self.name,
-                version,
-                exc,
-            )
-            return None
-        digest = folder.sha256
-        where = str(self._pins.path) if self._pins.path is not None else "memory (no pin file)"
-        try:
-            self._pins.add(self.config.name, version, digest)
-        except ModelFlagsError as exc:
-            logger.error("model %r version %r: cannot write its pin: %s", self.name, version, exc)
-            where = "memory (the pin file could not be written)"
-        self._tofu[version] = digest
-        logger.warning(
-            "model %r version %r: trusting %s on first use (trust_on_first_use = true): its "
-            "folder digest %s is now pinned in %s",
-            self.name,
-            version,
-            uri,
-            digest,
-            where,
-        )
-        return digest
-
-    def _default(self, aliases: Mapping[str, str], versions: Mapping[str, VersionSpec]) -> str:
-        wanted = self._template.default_version
-        name = self.config.name
-        if wanted.startswith("@"):
-            version = aliases.get(wanted[1:])
-            if version is None:
-                known = ", ".join(f"@{alias}" for alias in sorted(aliases)) or "none"
-                raise self._unavailable(
-                    f"default_version {wanted!r}: MLflow model {name!r} has no alias "
-                    f"{wanted[1:]!r} (aliases: {known})"
-                )
-            if version not in versions:
-                raise self._unavailable(
-                    f"default_version {wanted!r} names version {version}, which is not READY"
-                )
-        elif wanted:
-            version = wanted
-            if version not in versions:
-                raise self._unavailable(
-                    f"default_version {wanted!r} is not a READY version of MLflow model {name!r} "
-                    f"({', '.join(versions) or 'none'})"
-                )
-        else:
-            pinned = [
-                vid
-                for vid, spec in versions.items()
-                if spec.sha256 is not None and spec.stage != "archived"
-            ]
-            if not pinned:
-                raise self._unavailable(
-                    f"no version of MLflow model {name!r} is pinned, so none can be the default: "
-                    f"run 'modelflags mlflow pin {name} VERSION', or name one in {PIN_FILE}"
-                )
-            version = max(pinned, key=_order)
-        if versions[version].sha256 is None:
-            raise self._unavailable(
-                f"its default version {version} is not pinned, and an unpinned version never "
-                f"serves: run 'modelflags mlflow pin {name} {version}' (sets the tag {PIN_TAG}) "
-                f"or add it to {PIN_FILE}"
-            )
-        return version
-
     def _model(self, versions: dict[str, VersionSpec], default: str) -> ModelSpec:
         template = self._template
         data = {key: getattr(template, key) for key in ModelSpec.model_fields}
@@ -500,13 +350,13 @@ class MlflowVersionSource:
         )
 
     def _from_snapshot(self, snapshot: Snapshot) -> ModelSpec:
-        local = self._pins.read().get(self.config.name, {})
+        local = self._trust.local()
         versions: dict[str, VersionSpec] = {}
         for version, spec in snapshot.versions.items():
             info = spec.metadata.get("mlflow") or {}
             tags = info.get("tags") if isinstance(info, Mapping) else None
             tag = tags.get(PIN_TAG) if isinstance(tags, Mapping) else None
-            digest, how = self._pin(version, local.get(version), tag)
+            digest, how = self._trust.digest(version, local.get(version), tag)
             first_use = isinstance(info, Mapping) and info.get("pinned_by") == "first use"
             if digest is None and spec.sha256 is not None and first_use:
                 digest, how = spec.sha256, "first use"  # an earlier process's, kept in memory
@@ -578,15 +428,3 @@ class MlflowVersionSource:
                 logger.info(
                     "model %r: %s versions from MLflow: %s", self.name, what, ", ".join(versions)
                 )
-
-    def _warn_once(self, what: str, version: str) -> bool:
-        key = (what, version)
-        if key in self._warned:
-            return False
-        self._warned.add(key)
-        return True
-
-
-def _order(version: str) -> tuple[int, int, str]:
-    """MLflow's numeric ids in numeric order (others after them, by text)."""
-    return (0, int(version), "") if version.isdigit() else (1, 0, version)
