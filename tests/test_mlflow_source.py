@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -454,3 +455,25 @@ def test_mlflows_own_load_model_writing_into_the_folder_does_not_unpin_it(
     with world.open(world.registry(default_version=first)) as flags:
         handle = flags.get_model(MODEL, "user-1")
         assert (handle.predict(world.X) == world.models[first].predict(world.X)).all()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_refreshes_the_versions_on_its_own_thread(world: World) -> None:
+    """After ``os.fork()`` the refresh thread runs again in the child, with its own connections."""
+    from test_fork import run_in_child
+
+    first = world.log(0)
+    with world.open(world.registry(default_version=first)) as flags:
+        flags.get_model(MODEL, "user-1")
+
+        def checks() -> None:
+            def refreshed_at() -> float:
+                return float(flags.status()[MODEL].extra["mlflow"]["refreshed_at"])
+
+            before = refreshed_at()
+            wait_for(lambda: refreshed_at() > before, 30, "a refresh in the child")
+            assert any(t.name == "modelflags-versions" for t in threading.enumerate())
+            flags.get_model(MODEL, "user-1").predict(world.X)
+
+        run_in_child(checks, world.tmp / "child-report.txt")
