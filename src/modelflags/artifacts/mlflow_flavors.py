@@ -6,7 +6,7 @@ against its pinned digest, and reads everything from those verified bytes:
 
 - ``MLmodel`` (YAML, parsed with ``yaml.safe_load``) says which flavors the folder has;
 - **sklearn** flavor: the file ``pickled_model`` names is deserialized by its
-  ``serialization_format``: ``skops`` with the package's skops loader, trusting skops' defaults
+  ``serialization_format``: ``skops`` in one pass of ``skops.io.load``, trusting skops' defaults
   plus the types the ``MLmodel`` records (``skops_trusted_types``: part of the pinned folder, so
   as trusted as its bytes) and those the registry's ``mlflow`` table lists; ``pickle`` with
   :mod:`pickle`; ``cloudpickle`` with ``cloudpickle``. The result is the scikit-learn estimator
@@ -102,13 +102,10 @@ def _load_sklearn(
         )
     artifact = folder.file(path)
     if serialization == "skops":
-        from modelflags.artifacts.skops import make_skops_loader
-
         recorded = flavor.get("skops_trusted_types") or ()
         if not isinstance(recorded, list | tuple):
             raise ValueError(f"{where}: skops_trusted_types is not a list")
-        allowed = sorted({*map(str, recorded), *trusted})
-        return make_skops_loader(allowed).load_artifact(artifact)
+        return _load_skops(artifact, sorted({*map(str, recorded), *trusted}))
     if serialization == "cloudpickle":
         try:
             import cloudpickle
@@ -118,6 +115,26 @@ def _load_sklearn(
             ) from exc
         return cloudpickle.load(artifact.consume())
     return pickle.load(artifact.consume())
+
+
+def _load_skops(artifact: VerifiedArtifact, allowed: list[str]) -> Any:
+    """One pass of skops over the verified bytes, trusting skops' defaults and ``allowed``; a
+    file that needs more is refused naming the types (found only then: the scan costs about half
+    a load)."""
+    try:
+        import skops.io as sio
+        from skops.io.exceptions import UntrustedTypesFoundException
+    except ImportError as exc:
+        raise ImportError(f"loading {artifact.uri} needs skops: pip install skops") from exc
+    try:
+        return sio.load(artifact.open(), trusted=allowed)
+    except UntrustedTypesFoundException as exc:
+        found = sorted(set(map(str, sio.get_untrusted_types(file=artifact.open()))) - set(allowed))
+        raise ValueError(
+            f"{artifact.uri}: refusing to load types that are not trusted: "
+            f"{', '.join(found) or exc}. If you trust this version, list them in the model's "
+            "mlflow table: skops_trusted_types = [...]"
+        ) from exc
 
 
 def _load_pyfunc(folder: VerifiedFolder) -> Any:
