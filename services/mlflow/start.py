@@ -43,6 +43,7 @@ LOG = logging.getLogger("modelflags.mlflow.service")
 DEFAULT_DIR = Path("/tmp/modelflags-mlflow")
 HOST = "127.0.0.1"
 DEFAULT_TIMEOUT = 180.0
+_SERVER_NEEDS = ("mlflow.server", "flask", "sqlalchemy", "alembic")
 ENVIRONMENT = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     # the server's background job runner (huey consumers) is not needed to serve the registry
@@ -63,13 +64,11 @@ def missing_server() -> str | None:
     """Why ``mlflow server`` cannot run here (None when it can)."""
     if importlib.util.find_spec("mlflow") is None:
         return "mlflow is not installed (pip install mlflow: the server needs the full package)"
-    if (
-        importlib.util.find_spec("mlflow.server") is None
-        or importlib.util.find_spec("flask") is None
-    ):
+    missing = [name for name in _SERVER_NEEDS if importlib.util.find_spec(name) is None]
+    if missing:
         return (
-            "only mlflow-skinny is installed; mlflow server needs the full package "
-            "(pip install mlflow)"
+            f"mlflow server needs the full mlflow package ({', '.join(missing)} missing: only "
+            "mlflow-skinny, the client, is installed?); pip install mlflow"
         )
     return None
 
