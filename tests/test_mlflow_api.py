@@ -174,3 +174,26 @@ def test_a_models_uri_outside_an_mlflow_model_is_refused() -> None:
     data = {"models": {"m": {"default_version": "v1", "versions": {"v1": {"uri": "models:/m/1"}}}}}
     with pytest.raises(RegistryError, match="mlflow table"):
         Registry.from_mapping(data, source="reg.toml")
+
+
+def test_validate_accepts_a_registry_with_an_mlflow_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``modelflags validate`` checks the mlflow table without reaching MLflow."""
+    from modelflags.cli import main
+
+    registry = tmp_path / "registry.toml"
+    registry.write_text(
+        tomli_w.dumps(
+            {
+                "models": {
+                    "rec": {
+                        "mlflow": {"name": "rec", "tracking_uri": "http://127.0.0.1:9"},
+                        "default_version": "@champion",
+                    }
+                }
+            }
+        )
+    )
+    assert main(["validate", str(registry)]) == 0
+    assert "valid registry with 1 model" in capsys.readouterr().out
