@@ -5,6 +5,12 @@ serving core's parts), never the facade. The order below is the order of depende
 the change feed first, then resolution, health and the version keeper, then the serving policy
 and what runs beside it (shadow, prewarm), then supervision (metrics and guardrails), then what
 watches each call's input (input contracts, the drift watch).
+
+Models whose versions come from MLflow (:mod:`modelflags.sources`) are read before anything
+else, so every part is made with their versions; afterwards a
+:class:`~modelflags.catalog.Catalog` swaps a refreshed model in (its spec, its stages, its
+request-path entry), each by one reference assignment, on the sources' refresh thread. Models
+without a source are never touched.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ import os
 import random as _random
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from openfeature import api
 from openfeature.client import OpenFeatureClient
 
 from modelflags.artifacts import ArtifactStore, Loader, LoaderRegistry
+from modelflags.catalog import Catalog
 from modelflags.errors import VersionLoadError
 from modelflags.options import (
     AuditOptions,
@@ -46,6 +54,9 @@ from modelflags.serving.versions import VersionKeeper
 from modelflags.telemetry.decision_log import DecisionLog
 from modelflags.telemetry.events import EventDispatcher, Listener
 
+if TYPE_CHECKING:
+    from modelflags.sources import VersionSources
+
 __all__ = ["assemble"]
 
 logger = logging.getLogger(__name__)
@@ -67,7 +78,22 @@ def assemble(
     evaluation_timeout: float | None = None,
 ) -> Parts:
     """Make and wire the parts (see the module docstring for the order)."""
-    specs = registry.models
+    cached = options.cache
+    store = cached.artifacts or ArtifactStore(
+        cache_dir=cached.cache_dir, max_bytes=cached.max_artifact_bytes
+    )
+    sources: VersionSources | None = None
+    if any(spec.mlflow is not None for spec in registry.models.values()):
+        from modelflags.sources import version_sources  # HTTP and MLflow only for such models
+
+        sources = version_sources(registry, folders=store.folder_fetcher(), state_dir=state_dir)
+    if sources is not None:
+        try:
+            registry = sources.start(registry)
+        except BaseException:
+            sources.close()
+            raise
+    specs = dict(registry.models)  # the assembly's own: a Catalog swaps refreshed models in
     require_comparisons(name for name, spec in specs.items() if spec.shadow_flag is not None)
     governance = options.governance
     stages = StageGate(specs, allowed_stages(governance.allowed_stages, os.environ))
@@ -97,13 +123,11 @@ def assemble(
         known_versions={name: frozenset(spec.versions) for name, spec in specs.items()},
     )
     stages.settle(health, specs)
-    cached = options.cache
     keeper = VersionKeeper(
         specs,
         health=health,
         cache=ModelCache(max_models=cached.max_models, max_bytes=cached.max_bytes),
-        artifacts=cached.artifacts
-        or ArtifactStore(cache_dir=cached.cache_dir, max_bytes=cached.max_artifact_bytes),
+        artifacts=store,
         loaders=LoaderRegistry(loaders),
         emit=events.emit,
     )
@@ -174,8 +198,24 @@ def assemble(
         contracts, sampler=drift, rates=None if drift is None else drift.rates, random=random
     )
     policy.guard.inputs = gate if gate else None
+    catalog = None
+    if sources is not None:
+        catalog = Catalog(registry, specs, models, stages, health)
+        sources.run(catalog.apply, keep=lambda name: (health.lkg(name),))
     parts = Parts(
-        registry, events, feed, resolver, layer, keeper, shadow, policy, supervisor, audit, drift
+        registry,
+        events,
+        feed,
+        resolver,
+        layer,
+        keeper,
+        shadow,
+        policy,
+        supervisor,
+        audit,
+        drift,
+        sources,
+        catalog,
     )
     assembled.append(parts)
     _LIVE.add(parts)

@@ -132,9 +132,8 @@ class ModelFlags:
             governance=governance,
             resolution_cache=resolution_cache,
         )
-        self.registry = as_registry(registry)
         self._parts = parts = assemble(
-            self.registry,
+            as_registry(registry),
             options,
             client=client,
             domain=domain,
@@ -151,6 +150,12 @@ class ModelFlags:
         self._supervisor, self._events, self._shadow = parts.supervisor, parts.events, parts.shadow
         self._status_pages: list[StatusApp | StatusServer] = []
         self._closed = False
+
+    @property
+    def registry(self) -> Registry:
+        """The registry being served (models whose versions come from MLflow: as of their last
+        refresh)."""
+        return self._parts.current_registry()
 
     # -- serving --------------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ Every error the package raises derives from :class:`ModelFlagsError`::
      ├── InputContractError         a call's input does not fit the model's declared input
      │                              (also a ValueError; never falls back)
      ├── MetricsUnavailableError    fleet metrics could not be read from Prometheus (url, reason)
+     ├── VersionSourceError         a model's versions could not be read from their source
+     │                              (MLflow's Model Registry: url, status)
      └── VersionLoadError           one version could not be made ready (model, version)
           ├── ArtifactError         its bytes could not be had or trusted (uri)
           │    ├── ArtifactNotFoundError   the file or object does not exist (404, missing path)
@@ -47,6 +49,7 @@ __all__ = [
     "UnsafeCacheError",
     "VersionLoadError",
     "VersionRefusedError",
+    "VersionSourceError",
     "shown",
 ]
 
@@ -114,6 +117,24 @@ class MetricsUnavailableError(ModelFlagsError):
         super().__init__(message)
         self.url = url
         self.reason = reason
+
+
+class VersionSourceError(ModelFlagsError):
+    """The versions of a model could not be read from where they come from (MLflow).
+
+    ``url`` is the request that failed (without credentials); ``status`` its HTTP status, or
+    None when nothing answered (``unreachable`` is then True).
+    """
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+    @property
+    def unreachable(self) -> bool:
+        """True when the server did not answer (or answered with a server error)."""
+        return self.status is None or self.status >= 500
 
 
 class VersionLoadError(ModelFlagsError):

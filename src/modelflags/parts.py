@@ -13,7 +13,9 @@ import os
 import time
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from modelflags.catalog import Catalog
 from modelflags.registry import Registry
 from modelflags.rollout.drift import DriftWatch
 from modelflags.rollout.promotion import release_moved_rollbacks
@@ -26,6 +28,9 @@ from modelflags.serving.versions import VersionKeeper
 from modelflags.telemetry.decision_log import DecisionLog
 from modelflags.telemetry.events import EventDispatcher
 from modelflags.telemetry.status import ModelStatus, model_status
+
+if TYPE_CHECKING:
+    from modelflags.sources import VersionSources
 
 __all__ = ["Parts", "live_parts"]
 
@@ -52,6 +57,12 @@ class Parts:
     supervisor: Supervisor | None
     audit: DecisionLog | None
     drift: DriftWatch | None = None
+    sources: VersionSources | None = None
+    catalog: Catalog | None = None
+
+    def current_registry(self) -> Registry:
+        """The registry served now: models from MLflow as of their last refresh."""
+        return self.registry if self.catalog is None else self.catalog.registry
 
     def status(self) -> dict[str, ModelStatus]:
         """Every model's status, from snapshots of the parts."""
@@ -83,11 +94,21 @@ class Parts:
                 proposals=() if supervisor is None else supervisor.proposals.pending(name),
                 flag_source=source,
                 extension_errors=extension_errors,
-                extra=None if drift is None or name not in drift.models else _drift(drift, name),
+                extra=self._extra(name),
                 resolution_cache=None if answers is None else answers.report(name),
             )
             for name, model in self.policy.models.items()
         }
+
+    def _extra(self, name: str) -> dict[str, object] | None:
+        drift, sources = self.drift, self.sources
+        extra: dict[str, object] = {}
+        if drift is not None and name in drift.models:
+            extra.update(_drift(drift, name))
+        source = None if sources is None else sources.status(name)
+        if source is not None:
+            extra["mlflow"] = source
+        return extra or None
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait for background loads, shadow calls and sampled inputs (judged for drift), then
@@ -133,6 +154,8 @@ class Parts:
 
     def reset_after_fork(self) -> None:
         """In a child process just forked: fresh locks, queues and background threads."""
+        if self.sources is not None:
+            self.sources.reset_after_fork()
         self.events.reset_after_fork()
         self.feed.reset_after_fork()
         self.resolver.reset_after_fork()
@@ -151,6 +174,8 @@ class Parts:
     def close(self) -> None:
         """Stop every background part and release resources, the change feed first."""
         _LIVE.discard(self)
+        if self.sources is not None:
+            self.sources.close()
         self.feed.close()
         if self.policy.prewarmer is not None:
             self.policy.prewarmer.close()

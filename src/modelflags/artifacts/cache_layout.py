@@ -5,6 +5,10 @@
     <cache_dir>/sha256/<first two hex digits>/<digest>   downloaded artifacts, named by their sha256
     <cache_dir>/partial/<digest>.partial                  an unfinished download, resumed later
     <cache_dir>/locks/<digest>.lock                       the cross-process download lock
+    <cache_dir>/folders/<first two hex digits>/<digest>/  downloaded folders, by folder digest
+    <cache_dir>/partial/<key>.folder/                     an unfinished folder download
+
+(folder digests: :mod:`~modelflags.artifacts.folders`; a folder download is resumed file by file.)
 
 What the cache trusts, and why:
 
@@ -32,6 +36,7 @@ import errno
 import io
 import logging
 import os
+import shutil
 import stat
 from collections.abc import Mapping
 from contextlib import suppress
@@ -100,6 +105,14 @@ class CacheLayout:
         """The lock file that serializes downloads of this digest between processes."""
         return self._root / "locks" / f"{digest}.lock"
 
+    def folder_entry(self, digest: str) -> Path:
+        """Where the folder artifact with this (lower-case hex) folder digest lives."""
+        return self._root / "folders" / digest[:2] / digest
+
+    def partial_folder(self, key: str) -> Path:
+        """Where an unfinished download of a folder is kept (``key``: its digest when known)."""
+        return self._root / "partial" / f"{key}.folder"
+
     # -- the folders -------------------------------------------------------------------------
 
     def prepare(self, digest: str, subject: Subject) -> None:
@@ -126,6 +139,25 @@ class CacheLayout:
             root / "locks",
         ):
             self._folder(folder, subject)
+
+    def prepare_folders(self, digest: str, subject: Subject) -> None:
+        """Like :meth:`prepare`, for a folder artifact: its ``folders/`` parents too."""
+        self.prepare(digest, subject)
+        for folder in (self._root / "folders", self.folder_entry(digest).parent):
+            self._folder(folder, subject)
+
+    def discard_tree(self, path: Path) -> None:
+        """Remove a folder of the cache and everything in it (links removed, never followed);
+        a link or file where the folder should be is removed itself."""
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with suppress(FileNotFoundError):
+                os.unlink(path)
 
     def _folder(self, folder: Path, subject: Subject) -> None:
         try:

@@ -13,9 +13,12 @@ A loader is registered by name. The registry may name the loader of a version
 
 Either way the bytes deserialized are the bytes whose sha256 matched; no loader is ever given the
 registered file itself. Built in: ``joblib`` (``.joblib``, ``.jbl``), ``pickle`` (``.pkl``,
-``.pickle``) and ``skops`` (``.skops``, needs the ``skops`` extra; it refuses types that are not
-trusted). Both joblib and pickle execute code from the file while loading: only load artifacts you
-trust, and pin their sha256.
+``.pickle``), ``skops`` (``.skops``, needs the ``skops`` extra; it refuses types that are not
+trusted) and ``mlflow`` (an MLflow model folder, a
+:class:`~modelflags.artifacts.folders.VerifiedFolder`: see
+:mod:`~modelflags.artifacts.mlflow_flavors`; a path loader given a folder gets the path of a
+private copy of the whole folder). Both joblib and pickle execute code from the file while
+loading: only load artifacts you trust, and pin their sha256.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from modelflags.artifacts.chunks import CHUNK_SIZE, ChunkList
+from modelflags.artifacts.folders import VerifiedFolder
 from modelflags.artifacts.naming import Subject, redact_uri
 from modelflags.artifacts.reading import ByteBounds, read_file, suffix_of
 from modelflags.artifacts.verified import VerifiedArtifact
@@ -39,6 +43,7 @@ __all__ = [
     "LoaderRegistry",
     "VerifiedLoader",
     "joblib_loader",
+    "mlflow_loader",
     "pickle_loader",
     "skops_loader",
     "verified_loader",
@@ -57,16 +62,16 @@ class VerifiedLoader:
     known. As safe to share between threads as ``load`` is.
     """
 
-    def __init__(self, load: Callable[[VerifiedArtifact], Any], *, name: str = "") -> None:
+    def __init__(self, load: Callable[[Any], Any], *, name: str = "") -> None:
         self._load = load
         self._name = name or getattr(load, "__name__", "loader")
 
-    def load_artifact(self, artifact: VerifiedArtifact) -> Any:
-        """Deserialize ``artifact``."""
+    def load_artifact(self, artifact: VerifiedArtifact | VerifiedFolder) -> Any:
+        """Deserialize ``artifact`` (a folder for folder loaders such as ``mlflow``)."""
         return self._load(artifact)
 
-    def __call__(self, source: VerifiedArtifact | str | os.PathLike[str]) -> Any:
-        if isinstance(source, VerifiedArtifact):
+    def __call__(self, source: VerifiedArtifact | VerifiedFolder | str | os.PathLike[str]) -> Any:
+        if isinstance(source, VerifiedArtifact | VerifiedFolder):
             return self._load(source)
         return self._load(_read_unchecked(source))
 
@@ -104,6 +109,12 @@ def _load_skops(artifact: VerifiedArtifact) -> Any:
     return make_skops_loader().load_artifact(artifact)
 
 
+def _load_mlflow(folder: VerifiedFolder | VerifiedArtifact) -> Any:
+    from modelflags.artifacts.mlflow_flavors import load_mlflow_folder
+
+    return load_mlflow_folder(folder)
+
+
 joblib_loader = VerifiedLoader(_load_joblib, name="joblib")
 """Load a joblib file (scikit-learn's usual format). Executes pickle code: trust the file."""
 
@@ -113,10 +124,14 @@ pickle_loader = VerifiedLoader(_load_pickle, name="pickle")
 skops_loader = VerifiedLoader(_load_skops, name="skops")
 """Load a ``.skops`` file, refusing any type skops does not trust by default."""
 
+mlflow_loader = VerifiedLoader(_load_mlflow, name="mlflow")
+"""Load an MLflow model folder (its sklearn flavor, else pyfunc through MLflow)."""
+
 _DEFAULT_LOADERS: dict[str, Loader] = {
     "joblib": joblib_loader,
     "pickle": pickle_loader,
     "skops": skops_loader,
+    "mlflow": mlflow_loader,
 }
 _DEFAULT_SUFFIXES = {
     ".joblib": "joblib",
@@ -177,7 +192,7 @@ class LoaderRegistry:
         model: str,
         version: str,
         spec: VersionSpec,
-        source: VerifiedArtifact | str | os.PathLike[str],
+        source: VerifiedArtifact | VerifiedFolder | str | os.PathLike[str],
     ) -> Any:
         """Deserialize a version's verified bytes with its loader.
 
@@ -191,7 +206,8 @@ class LoaderRegistry:
         name = self.name_for(model, version, spec)
         with self._lock:
             loader = self._loaders[name]
-        if isinstance(source, VerifiedArtifact):
+        artifact: VerifiedArtifact | VerifiedFolder
+        if isinstance(source, VerifiedArtifact | VerifiedFolder):
             artifact = source
         else:
             artifact = read_file(

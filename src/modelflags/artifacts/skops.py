@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from modelflags.artifacts.folders import VerifiedFolder
 from modelflags.artifacts.loaders import VerifiedLoader
 from modelflags.artifacts.verified import VerifiedArtifact
 
@@ -30,8 +31,8 @@ def _skops_io(what: object) -> Any:
 
 
 class _SkopsLoader(VerifiedLoader):
-    def __call__(self, source: VerifiedArtifact | str | os.PathLike[str]) -> Any:
-        _skops_io(source if not isinstance(source, VerifiedArtifact) else source.uri)
+    def __call__(self, source: VerifiedArtifact | VerifiedFolder | str | os.PathLike[str]) -> Any:
+        _skops_io(source.uri if isinstance(source, VerifiedArtifact | VerifiedFolder) else source)
         return super().__call__(source)
 
 

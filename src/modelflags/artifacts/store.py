@@ -22,7 +22,11 @@ path: that still works, and the path is then read and verified again by the load
 
 Local paths are opened as given (symbolic links followed: they are the registry's own);
 remote URIs (``http``, ``https``, ``s3``) are handed to a fetcher
-(:class:`~modelflags.artifacts.remote.RemoteFetcher` by default).
+(:class:`~modelflags.artifacts.remote.RemoteFetcher` by default). MLflow model versions
+(``models:/`` URIs) are folders: :meth:`ArtifactStore.open_folder` has a
+:class:`~modelflags.artifacts.folder_cache.FolderFetcher` bring them into the same cache and
+check their folder digest (:mod:`~modelflags.artifacts.folders`); a version without a pinned
+digest is refused before any byte is fetched.
 """
 
 from __future__ import annotations
@@ -34,13 +38,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from modelflags.artifacts.folders import VerifiedFolder
 from modelflags.artifacts.naming import Subject
 from modelflags.artifacts.reading import ByteBounds, read_file, suffix_of
 from modelflags.artifacts.verified import LoadedArtifact, VerifiedArtifact
-from modelflags.errors import ArtifactError, ArtifactTooLargeError
+from modelflags.errors import ArtifactError, ArtifactTooLargeError, VersionRefusedError
 from modelflags.registry import VersionSpec
+from modelflags.registry.mlflow import PIN_FILE, PIN_TAG
 
 if TYPE_CHECKING:
+    from modelflags.artifacts.folder_cache import FolderFetcher
     from modelflags.artifacts.loaders import LoaderRegistry
 
 __all__ = ["ArtifactStore", "Fetcher", "VerifyingFetcher", "file_sha256"]
@@ -100,8 +107,10 @@ class ArtifactStore:
 
     ``remote`` fetches remote URIs (default: a :class:`~modelflags.remote.RemoteFetcher` made on
     first use, downloading into ``cache_dir`` or ``MODELFLAGS_CACHE_DIR`` or the user cache
-    folder); ``max_bytes`` limits the size of any artifact; ``environ`` is where ``headers_env``
-    values are read (default ``os.environ``).
+    folder); ``folders`` fetches MLflow model folders (default: a
+    :class:`~modelflags.artifacts.folder_cache.FolderFetcher` on the same cache folder, made on
+    first use); ``max_bytes`` limits the size of any artifact (a folder's total); ``environ`` is
+    where ``headers_env`` values are read (default ``os.environ``).
 
     Safe to share between threads: it keeps no state but its fetcher, made under a lock.
     """
@@ -113,8 +122,10 @@ class ArtifactStore:
         cache_dir: str | os.PathLike[str] | None = None,
         max_bytes: int | None = None,
         environ: Mapping[str, str] | None = None,
+        folders: FolderFetcher | None = None,
     ) -> None:
         self._remote: Fetcher | None = remote
+        self._folders: FolderFetcher | None = folders
         self._cache_dir = cache_dir
         self._max_bytes = max_bytes
         self._environ = environ if environ is not None else os.environ
@@ -127,10 +138,56 @@ class ArtifactStore:
 
         See :mod:`modelflags.artifacts.store`.
         """
-        artifact = self.open(model, version, spec)
+        artifact: VerifiedArtifact | VerifiedFolder
+        if spec.mlflow is not None:
+            artifact = self.open_folder(model, version, spec)
+        else:
+            artifact = self.open(model, version, spec)
         nbytes, digest = artifact.size, artifact.sha256
         value = loaders.load(model, version, spec, artifact)
         return LoadedArtifact(value, nbytes, digest)
+
+    def open_folder(self, model: str, version: str, spec: VersionSpec) -> VerifiedFolder:
+        """An MLflow model version's files, checked against its pinned folder digest.
+
+        Raises :class:`~modelflags.errors.VersionRefusedError` (``check="digest"``) when no
+        digest is pinned, else as :meth:`FolderFetcher.open
+        <modelflags.artifacts.folder_cache.FolderFetcher.open>`.
+        """
+        ref = spec.mlflow
+        if ref is None:
+            raise ArtifactError(
+                f"model {model!r} version {version!r}: {spec.uri} is not a folder artifact",
+                model=model,
+                version=version,
+                uri=spec.uri,
+            )
+        if spec.sha256 is None:
+            raise VersionRefusedError(
+                f"model {model!r} version {version!r}: MLflow version {ref.version} of "
+                f"{ref.name!r} has no pinned digest, and an unpinned version is never served: "
+                f"run 'modelflags mlflow pin {ref.name} {ref.version}' (sets the tag "
+                f"{PIN_TAG}), add it to {PIN_FILE}, or set trust_on_first_use",
+                model=model,
+                version=version,
+                check="digest",
+            )
+        from modelflags.artifacts.mlflow import folder_source_for
+
+        folder = self._folder_fetcher().open(
+            model=model,
+            version=version,
+            uri=spec.uri,
+            location=spec.location,
+            sha256=spec.sha256,
+            source=folder_source_for(spec.location, ref.tracking_uri),
+        )
+        folder.trusted_types = ref.skops_trusted_types
+        return folder
+
+    def folder_fetcher(self) -> FolderFetcher:
+        """The fetcher of folder artifacts (made on first use), for pinning and prefetching."""
+        return self._folder_fetcher()
 
     def open(self, model: str, version: str, spec: VersionSpec) -> VerifiedArtifact:
         """The version's bytes, read once and checked against the registry (sha256, size).
@@ -230,6 +287,14 @@ class ArtifactStore:
                 )
             headers[header] = value
         return headers
+
+    def _folder_fetcher(self) -> FolderFetcher:
+        with self._lock:
+            if self._folders is None:
+                from modelflags.artifacts.folder_cache import FolderFetcher
+
+                self._folders = FolderFetcher(cache_dir=self._cache_dir, max_bytes=self._max_bytes)
+            return self._folders
 
     def _fetcher(self) -> Fetcher:
         with self._lock:

@@ -4,6 +4,8 @@
 
     modelflags hash FILE...                          sha256 and size, as a registry snippet
     modelflags register REGISTRY MODEL VERSION FILE  add a version with its lineage
+    modelflags register REGISTRY MODEL VERSION --mlflow   pin an MLflow version of MODEL
+    modelflags mlflow pin NAME VERSION               pin an MLflow model version's digest
     modelflags promote REGISTRY MODEL VERSION --to STAGE [--by NAME] [--reason TEXT]
     modelflags show REGISTRY MODEL [VERSION]         lineage, stage history, compatibility
     modelflags validate REGISTRY [--flags FILE]      schema, artifacts, digests, a flagd file
@@ -30,6 +32,7 @@ from modelflags.cli import (
     cache,
     check,
     hashing,
+    mlflow,
     prefetch,
     rollout,
     show,
@@ -71,6 +74,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"modelflags {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = common_options()
-    for module in (hashing, versions, show, validate, check, prefetch, cache, status, rollout):
+    for module in (
+        hashing,
+        versions,
+        mlflow,
+        show,
+        validate,
+        check,
+        prefetch,
+        cache,
+        status,
+        rollout,
+    ):
         module.add_commands(commands, common)
     return parser

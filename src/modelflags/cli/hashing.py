@@ -1,4 +1,7 @@
-"""``modelflags hash FILE...``: the sha256 and size of files, as registry snippets to paste."""
+"""``modelflags hash FILE...``: the sha256 and size of files, as registry snippets to paste.
+
+A folder gets its folder digest (:mod:`modelflags.artifacts.folders`): what a pin of an MLflow
+model version holds."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from modelflags.cli.output import OK, USAGE, Output
+from modelflags.errors import ModelFlagsError
 from modelflags.registry.capture import file_digest
 
 __all__ = ["add_commands"]
@@ -23,7 +27,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
             "paste under [models.NAME.versions.ID]."
         ),
     )
-    parser.add_argument("files", nargs="+", metavar="FILE", help="artifact files")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="artifact files (or folders)")
     parser.set_defaults(run=run)
 
 
@@ -34,6 +38,26 @@ def run(args: argparse.Namespace, output: Output) -> int:
     lines: list[str] = []
     for name in args.files:
         path = Path(name)
+        if path.is_dir():
+            try:
+                digest, size = _folder(path)
+            except ModelFlagsError as exc:
+                errors.append(f"cannot hash folder {name}: {exc}")
+                output.problem(errors[-1])
+                continue
+            hashed.append(
+                {
+                    "path": name,
+                    "uri": path.as_posix(),
+                    "sha256": digest,
+                    "size": size,
+                    "folder": True,
+                }
+            )
+            if lines:
+                lines.append("")
+            lines += [f"# {name} (folder digest)", f'sha256 = "{digest}"', f"size = {size}"]
+            continue
         try:
             digest, size = file_digest(path)
         except OSError as exc:
@@ -47,6 +71,17 @@ def run(args: argparse.Namespace, output: Output) -> int:
         lines += [f'sha256 = "{digest}"', f"size = {size}"]
     output.result({"files": hashed, "errors": errors}, lines)
     return USAGE if errors else OK
+
+
+def _folder(path: Path) -> tuple[str, int]:
+    from modelflags.artifacts.folders import folder_digest
+    from modelflags.artifacts.mlflow import MLFLOW_BOOKKEEPING
+    from modelflags.artifacts.mlflow_flavors import MLMODEL
+
+    # an MLflow model folder: MLflow's own bookkeeping file is not part of it
+    ignore = MLFLOW_BOOKKEEPING if (path / MLMODEL).is_file() else frozenset[str]()
+    found = folder_digest(path, ignore=ignore)
+    return found.sha256, found.size
 
 
 def _toml_string(value: str) -> str:

@@ -122,7 +122,8 @@ def findings(registry: Registry, *, read_artifacts: bool = True) -> list[dict[st
                 )
             else:
                 first_with[spec.sha256] = version
-        if model.versions[model.default_version].stage == "archived":
+        default = model.versions.get(model.default_version)  # MLflow models list none here
+        if default is not None and default.stage == "archived":
             add(
                 "warning",
                 name,

@@ -25,13 +25,26 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
             "Add VERSION of MODEL to REGISTRY (created when missing): the artifact's sha256 and "
             "size, and its lineage (git commit and dirty flag, Python and library versions, data "
             "digests, dvc.lock entries, metrics, params, time and user). An id already "
-            "registered with other bytes is refused."
+            "registered with other bytes is refused. With --mlflow, MODEL's versions come from "
+            "MLflow: VERSION's folder digest is computed and pinned (its MLflow tag, or with "
+            "--local the model's pin file); no ARTIFACT is given."
         ),
     )
     parser.add_argument("registry", metavar="REGISTRY", help="registry file (.toml or .json)")
     parser.add_argument("model", metavar="MODEL", help="model name")
     parser.add_argument("version", metavar="VERSION", help="new version id")
-    parser.add_argument("artifact", metavar="ARTIFACT", help="the artifact file")
+    parser.add_argument(
+        "artifact", metavar="ARTIFACT", nargs="?", help="the artifact file (not with --mlflow)"
+    )
+    parser.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="pin MLflow version VERSION of MODEL (a model with an mlflow table)",
+    )
+    parser.add_argument(
+        "--local", action="store_true", help="with --mlflow: write the model's pin file, not a tag"
+    )
+    parser.add_argument("--cache-dir", metavar="DIR", help="with --mlflow: the cache folder")
     parser.add_argument(
         "--metric", action="append", default=[], metavar="NAME=NUMBER", help="repeatable"
     )
@@ -87,6 +100,14 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def run_register(args: argparse.Namespace, output: Output) -> int:
     """Register; print what was recorded."""
+    if args.mlflow:
+        if args.artifact is not None:
+            return output.error("register --mlflow takes no ARTIFACT: MLflow has the files", USAGE)
+        from modelflags.cli.mlflow import register_mlflow
+
+        return register_mlflow(args, output)
+    if args.artifact is None:
+        return output.error("register needs ARTIFACT (or --mlflow)", USAGE)
     try:
         metrics = {k: _number(k, v) for k, v in map(_pair, args.metric)}
         params = {k: _json_or_text(v) for k, v in map(_pair, args.param)}

@@ -34,11 +34,13 @@ from modelflags.registry.contracts import InputContract
 from modelflags.registry.examples import ExamplesRef
 from modelflags.registry.guardrails import GuardrailRules
 from modelflags.registry.messages import registry_error
+from modelflags.registry.mlflow import MlflowModel, MlflowVersionRef
 from modelflags.registry.records import Environment, HistoryEntry, Lineage, Stage
 from modelflags.registry.reference import DriftRules, ReferenceStats
 
 __all__ = [
     "ID_RULES",
+    "MLFLOW_VERSIONS",
     "REMOTE_SCHEMES",
     "ModelSpec",
     "Registry",
@@ -53,6 +55,9 @@ ID_RULES = "use letters, digits and . _ : @ + - (starting with a letter or digit
 """The rule for model names, version ids and flag keys, as error messages state it."""
 REMOTE_SCHEMES = frozenset({"http", "https", "s3"})
 _SCHEMES = REMOTE_SCHEMES | {"file", ""}
+_MLFLOW_SCHEME = "models"
+MLFLOW_VERSIONS = "mlflow_versions"
+"""The validation context key set when an MLflow model's versions are filled in from MLflow."""
 
 
 class VersionSpec(BaseModel):
@@ -63,7 +68,10 @@ class VersionSpec(BaseModel):
     ``examples`` (inputs and the outputs the version gave on them) in
     :mod:`modelflags.registry.examples`; ``input`` (what the version was trained on) in
     :mod:`modelflags.registry.contracts`; ``reference`` (statistics of its training sample) in
-    :mod:`modelflags.registry.reference`; ``metadata`` is free-form.
+    :mod:`modelflags.registry.reference`; ``metadata`` is free-form. ``mlflow`` is set for the
+    versions of a model whose versions come from MLflow (:mod:`modelflags.registry.mlflow`):
+    their ``uri`` is ``models:/<name>/<version>``, ``location`` where MLflow keeps the files,
+    and ``sha256`` the pinned folder digest.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -80,6 +88,7 @@ class VersionSpec(BaseModel):
     input: InputContract | None = None
     reference: ReferenceStats | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    mlflow: MlflowVersionRef | None = None
     location: str = ""
 
     @field_validator("sha256")
@@ -99,6 +108,14 @@ class VersionSpec(BaseModel):
         scheme = parts.scheme.lower()
         if len(scheme) == 1:  # a Windows drive letter, not a scheme
             scheme = ""
+        if (scheme == _MLFLOW_SCHEME) != (self.mlflow is not None):
+            raise ValueError(
+                f"URI {self.uri!r}: models:/ URIs name MLflow model versions, which come from "
+                "MLflow itself: declare the model with an mlflow table instead of listing them"
+            )
+        if self.mlflow is not None:
+            object.__setattr__(self, "location", self.mlflow.artifact_uri)
+            return self
         if scheme not in _SCHEMES:
             raise ValueError(
                 f"unsupported URI scheme {parts.scheme!r} in {self.uri!r} "
@@ -123,7 +140,10 @@ class VersionSpec(BaseModel):
 
     @property
     def is_remote(self) -> bool:
-        """True when the artifact must be fetched over the network."""
+        """True when the artifact must be fetched over the network (MLflow versions: False,
+        they have their own fetcher)."""
+        if self.mlflow is not None:
+            return False
         return urlsplit(self.location).scheme.lower() in REMOTE_SCHEMES
 
     @property
@@ -144,6 +164,10 @@ class ModelSpec(BaseModel):
     ``"fleet"`` (one controller, ``modelflags rollout``, judges the fleet's pooled metrics and
     acts at the flag source; each process keeps its local safety: load and inference fallback,
     quarantine, absolute limits).
+    ``mlflow``: the model's versions come from MLflow's Model Registry
+    (:mod:`modelflags.registry.mlflow`); its ``versions`` are then empty in the file and filled
+    in when MLflow is read, and ``default_version`` may name an alias (``"@champion"``) or be
+    left out (the newest pinned version).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -152,8 +176,9 @@ class ModelSpec(BaseModel):
     flag: str | None = Field(default=None, min_length=1)
     shadow_flag: str | None = Field(default=None, min_length=1)
     shadow_rate: float = Field(default=1.0, ge=0.0, le=1.0)
-    default_version: str
-    versions: dict[str, VersionSpec]
+    mlflow: MlflowModel | None = None
+    default_version: str = ""
+    versions: dict[str, VersionSpec] = Field(default_factory=dict)
     guardrails: GuardrailRules | None = None
     compat: CompatPolicy = "default"
     require_approval: bool = False
@@ -170,16 +195,30 @@ class ModelSpec(BaseModel):
 
     @field_validator("versions", mode="before")
     @classmethod
-    def _check_versions(cls, value: Any) -> Any:
+    def _check_versions(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, Mapping):
-            if not value:
+            if not value and info.data.get("mlflow") is None:
                 raise ValueError("a model needs at least one version")
             for version_id in value:
                 check_id(version_id, "version id")
         return value
 
     @model_validator(mode="after")
-    def _check_default(self) -> ModelSpec:
+    def _check_default(self, info: ValidationInfo) -> ModelSpec:
+        if self.mlflow is not None:
+            if not self.versions:
+                return self  # its versions (and an alias as default) are read from MLflow later
+            if not (info.context or {}).get(MLFLOW_VERSIONS):
+                raise ValueError(
+                    "the versions of a model with an mlflow table come from MLflow: remove its "
+                    "versions table"
+                )
+        if not self.versions:
+            raise ValueError("a model needs at least one version")
+        if not self.default_version:
+            raise ValueError(
+                "default_version is required: the version served when no flag can be evaluated"
+            )
         if self.default_version not in self.versions:
             known = ", ".join(sorted(self.versions))
             raise ValueError(

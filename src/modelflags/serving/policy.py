@@ -24,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from openfeature.evaluation_context import EvaluationContext
@@ -43,6 +44,8 @@ from modelflags.serving.versions import VersionKeeper
 __all__ = ["DecisionSink", "ModelEntry", "ServingPolicy"]
 
 logger = logging.getLogger(__name__)
+
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 
 class DecisionSink(Protocol):
@@ -381,7 +384,8 @@ class ServingPolicy:
             version,
             requested,
             entry.value,
-            model.metadata[version],
+            # a version refreshed away from its source may still be the LKG for a moment
+            model.metadata.get(version, _NO_METADATA),
             reason=reason,
             variant=resolution.variant,
             fell_back=requested != version,

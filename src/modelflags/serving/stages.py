@@ -72,7 +72,8 @@ def allowed_stages(
 
 
 class StageGate:
-    """Which versions of each model this process may serve, decided once from the registry.
+    """Which versions of each model this process may serve, decided from the registry (again by
+    :meth:`update` for a model whose versions were refreshed from MLflow).
 
     Safe to share between threads: the refused sets are frozen when it is made; the record of
     causes already logged takes a short lock the first time each is met.
@@ -117,6 +118,15 @@ class StageGate:
                     model.default_version,
                 )
                 health.set_lkg(name, model.default_version)
+
+    def update(self, model: ModelSpec) -> None:
+        """Judge the stages of ``model``'s versions again (its version set was refreshed from
+        its source). Each table is replaced by one assignment; lock-free readers see the old
+        one or the new one."""
+        stages = {version: spec.stage for version, spec in model.versions.items()}
+        refused = frozenset(v for v, stage in stages.items() if stage not in self.allowed)
+        self._stages = {**self._stages, model.name: stages}
+        self._refused = {**self._refused, model.name: refused}
 
     def describe(self) -> str:
         """The allowed stages, in their usual order."""
