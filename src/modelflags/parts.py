@@ -111,15 +111,21 @@ class Parts:
         return extra or None
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait for background loads, shadow calls and sampled inputs (judged for drift), then
-        events and decision-log lines; False on timeout."""
+        """Wait for decision-log lines already queued, then background loads, shadow calls and
+        sampled inputs (judged for drift), then events and the decision-log lines they led to;
+        False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def remaining() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
+        # Lines already queued (an operator's action, say) are written first, so that busy
+        # background work cannot hold them back; lines that work adds are written at the end.
+        audit = self.audit
+        if audit is not None and not audit.flush(remaining()):
+            return False
         prewarmer = self.policy.prewarmer
-        if prewarmer is not None and not prewarmer.flush(timeout):
+        if prewarmer is not None and not prewarmer.flush(remaining()):
             return False
         if not self.shadow.flush(remaining()):
             return False
@@ -127,7 +133,7 @@ class Parts:
             return False
         if not self.events.flush(remaining()):
             return False
-        return self.audit is None or self.audit.flush(remaining())
+        return audit is None or audit.flush(remaining())
 
     def release(self, name: str, version: str | None, *, by: str, reason: str) -> list[str]:
         """Lift quarantines and rollbacks of ``version`` (every version without one) of model
