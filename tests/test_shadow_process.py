@@ -168,3 +168,53 @@ def test_an_unknown_shadow_executor_is_refused(workspace: Workspace) -> None:
     registry = shadowed(workspace, Constant(1), Constant(2))
     with pytest.raises(ValueError, match="'thread' or 'process'"):
         ModelFlags(registry, shadow=ShadowOptions(executor="fork"))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_after_shadow_calls_starts_its_own_worker(
+    workspace: Workspace, set_flags: Callable[..., None], tmp_path: Path
+) -> None:
+    """gunicorn --preload: a child forked from a process whose shadow worker runs neither reads
+    the parent's pipe nor stops its worker; it starts one of its own and the parent's still
+    answers the parent."""
+    registry = shadowed(workspace, Constant(1), Constant(2))
+    set_flags(m="v1", **{"m.shadow": "v2"})
+    rows = np.ones((2, 2))
+    with ModelFlags(registry, shadow=PROCESS) as flags:
+        flags.get_model("m", "parent").predict(rows)
+        assert report(flags).compared == 1
+        (parent_worker,) = workers(flags).pids()
+        report_file = tmp_path / "child.txt"
+        pid = os.fork()
+        if pid == 0:  # the child: checks, then leaves without returning into pytest
+            status = 1
+            try:
+                flags.reset_shadow("m")
+                flags.get_model("m", "child").predict(rows)
+                stats = report(flags)
+                pids = workers(flags).pids()
+                assert (stats.compared, stats.errors) == (1, 0), stats
+                assert len(pids) == 1 and pids[0] != parent_worker, pids
+                flags.close()
+                status = 0
+            except BaseException as exc:  # reported to the parent
+                report_file.write_text(repr(exc))
+            finally:
+                os._exit(status)
+        deadline = time.monotonic() + WAIT
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("the child did not finish")
+            time.sleep(0.01)
+        failure = report_file.read_text() if report_file.exists() else "(no report)"
+        assert os.waitstatus_to_exitcode(status) == 0, failure
+        flags.get_model("m", "parent-again").predict(rows)
+        assert report(flags).compared == 2
+        assert workers(flags).pids() == [parent_worker]

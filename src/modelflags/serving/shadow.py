@@ -130,6 +130,9 @@ class ShadowExecutor(Protocol):
     def close(self) -> None:
         """Release what it holds (worker processes)."""
 
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: forget what belongs to the parent (its workers)."""
+
 
 class InThread:
     """Runs shadow calls on the calling shadow thread, in this interpreter. Safe to share."""
@@ -148,6 +151,9 @@ class InThread:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    def reset_after_fork(self) -> None:
+        """Nothing belongs to the parent."""
 
 
 class ShadowRunner:
@@ -259,12 +265,13 @@ class ShadowRunner:
 
     def reset_after_fork(self) -> None:
         """In a child process just forked: a fresh lock and queue, no threads (the next mirrored
-        call starts them); calls queued before the fork are the parent's."""
+        call starts them), no worker process; calls queued before the fork are the parent's."""
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._queue = queue.SimpleQueue()
         self._threads = []
         self._in_flight = 0
+        self._executor.reset_after_fork()
 
     def close(self, *, drain: bool = False, timeout: float = 5.0) -> None:
         """Stop: cancel queued calls (or run them, with ``drain``) and join the threads."""

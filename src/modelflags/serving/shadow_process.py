@@ -230,6 +230,17 @@ class ProcessShadow:
         for worker in workers:
             worker.stop(timeout)
 
+    def reset_after_fork(self) -> None:
+        """In a child process just forked: the workers are the parent's children, so the child
+        closes its copies of their pipes (their replies stay the parent's) without asking them
+        anything; its own first shadow call starts its own worker."""
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            with contextlib.suppress(OSError):
+                worker.connection.close()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
     def _worker(self) -> _Worker:
         worker: _Worker | None = getattr(self._local, "worker", None)
         if worker is not None and worker.process.is_alive():
