@@ -6,6 +6,7 @@ support plugin registered here (``tests/support/plugin.py``).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,11 @@ from support.plugin import register
 
 if TYPE_CHECKING:
     from sklearn.linear_model import LogisticRegression
+
+# Collecting means compiling and rewriting the asserts of about a hundred test modules: seconds in
+# every worker. Keep the result in __pycache__ (ignored by git) even where the environment asks
+# Python not to write bytecode (PYTHONDONTWRITEBYTECODE), so that runs after the first skip it.
+sys.dont_write_bytecode = False
 
 pytest_plugins = ["pytester"]
 

@@ -74,7 +74,9 @@ class FakeFleet:
         self.samples: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
         self._server = make_server("127.0.0.1", 0, self._app, _Threading, handler_class=_Quiet)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
         self._thread.start()
         self._scrape()
 

@@ -91,7 +91,7 @@ class Exposition:
         )
         self.address = f"127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="exposition", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="exposition", daemon=True
         )
         self._thread.start()
 

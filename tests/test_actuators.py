@@ -112,6 +112,7 @@ def served(flag: str, users: range, default: str = "v1") -> Counter[str]:
 # -- flagd files --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_actuators_satisfy_the_protocol(flag_path: Path) -> None:
     """Both actuators are Actuators, and ActuatorError is a ModelFlagsError."""
     assert isinstance(FlagdFileActuator(flag_path), Actuator)
@@ -120,6 +121,7 @@ def test_actuators_satisfy_the_protocol(flag_path: Path) -> None:
     assert issubclass(ActuatorError, ModelFlagsError)
 
 
+@pytest.mark.slow
 def test_flagd_split_sends_about_ten_percent_to_the_candidate(
     flag_path: Path, flagd: Reloads
 ) -> None:
@@ -385,7 +387,7 @@ class RecordingAdmin:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self) -> RecordingAdmin:
         self.thread.start()
@@ -397,6 +399,7 @@ class RecordingAdmin:
         self.thread.join(5.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("project", "flag_key", "environment", "escaped"),
     [
@@ -487,6 +490,7 @@ def variants(strategy: dict[str, Any]) -> list[tuple[str, int, str, str]]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.unleash
 def test_unleash_split_shows_exact_weights_in_the_admin_api(
     unleash_admin: UnleashAdmin, actuator: UnleashActuator, unleash_flag: str
@@ -502,6 +506,7 @@ def test_unleash_split_shows_exact_weights_in_the_admin_api(
     assert environment(unleash_admin, unleash_flag, "production")["enabled"] is False
 
 
+@pytest.mark.slow
 @pytest.mark.unleash
 def test_unleash_split_updates_the_same_strategy_in_place(
     unleash_admin: UnleashAdmin, actuator: UnleashActuator, unleash_flag: str
@@ -515,6 +520,7 @@ def test_unleash_split_updates_the_same_strategy_in_place(
     assert variants(second) == [("v1", 500, "fix", "v1"), ("v2", 500, "variable", "v2")]
 
 
+@pytest.mark.slow
 @pytest.mark.unleash
 def test_unleash_rollback_leaves_the_last_good_version_at_100_percent(
     unleash_stack: StackInfo,
@@ -556,6 +562,7 @@ def test_unleash_rollback_leaves_the_last_good_version_at_100_percent(
     assert by_name["default"]["constraints"][0]["values"] == ["beta-1"]
 
 
+@pytest.mark.slow
 @pytest.mark.unleash
 def test_unleash_invalid_token_is_an_actuator_error_with_its_status(
     unleash_stack: StackInfo, unleash_flag: str
@@ -580,6 +587,7 @@ def test_unleash_missing_flag_is_an_actuator_error_404(actuator: UnleashActuator
     assert caught.value.status == 404
 
 
+@pytest.mark.slow
 @pytest.mark.unleash
 def test_unleash_reads_back_the_split_it_wrote(
     actuator: UnleashActuator, unleash_flag: str

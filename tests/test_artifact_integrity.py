@@ -149,6 +149,7 @@ def test_a_path_loader_gets_a_private_copy_only_its_user_can_reach(
     assert not given.parent.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("call", CALLS)
 def test_a_file_flipping_between_good_and_evil_bytes_never_runs_the_evil_pickle(
     tmp_path: Path, call: Callable[..., Any]
@@ -246,6 +247,7 @@ def test_an_evicted_version_rewritten_in_place_falls_back_when_it_reloads(
     assert not proof.exists()
 
 
+@pytest.mark.slow
 def test_a_cache_entry_rewritten_after_download_is_hashed_again_and_downloaded_again(
     tmp_path: Path, server: ArtifactServer, set_flags: Callable[..., None]
 ) -> None:
@@ -376,6 +378,7 @@ def test_a_remote_body_shorter_than_its_declared_size_is_a_size_mismatch(
 # -- deadlines -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_trickling_server_cannot_hold_a_fetch_past_its_deadline(
     tmp_path: Path, server: ArtifactServer
 ) -> None:
@@ -400,6 +403,7 @@ def test_a_trickling_server_cannot_hold_a_fetch_past_its_deadline(
     assert 1 <= kept.stat().st_size < len(data)
 
 
+@pytest.mark.slow
 def test_a_server_that_stalls_before_its_headers_is_abandoned_at_the_deadline(
     tmp_path: Path, server: ArtifactServer
 ) -> None:
@@ -447,6 +451,7 @@ def test_a_new_cache_folder_is_private(tmp_path: Path, server: ArtifactServer) -
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [0o777, 0o775, 0o757])
 def test_a_cache_folder_others_can_write_to_is_refused(
     tmp_path: Path, server: ArtifactServer, mode: int
@@ -512,6 +517,7 @@ def test_a_link_planted_as_the_partial_file_is_removed_not_followed(
     assert not partial.is_symlink()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("call", CALLS)
 def test_a_link_planted_as_a_cache_entry_is_removed_not_followed(
     tmp_path: Path, server: ArtifactServer, call: Callable[..., Any]
@@ -535,6 +541,7 @@ def test_a_link_planted_as_a_cache_entry_is_removed_not_followed(
     assert target.read_bytes() == evil and not proof.exists()
 
 
+@pytest.mark.slow
 def test_a_fifo_or_a_folder_planted_in_the_cache_is_handled(
     tmp_path: Path, server: ArtifactServer
 ) -> None:
@@ -572,6 +579,7 @@ def test_a_link_planted_as_the_lock_file_is_removed_not_followed(
     assert not lock.is_symlink()
 
 
+@pytest.mark.slow
 def test_a_cache_entry_of_another_user_is_not_trusted(
     tmp_path: Path, server: ArtifactServer
 ) -> None:

@@ -71,6 +71,7 @@ HEADERS_ENV = {"Authorization": "TOKEN", "X-Api-Key": "TOKEN"}
 # -- redirects -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_configured_headers_never_reach_another_origin_after_a_redirect(
     home: ArtifactServer, elsewhere: ArtifactServer, store: ArtifactStore
 ) -> None:
@@ -89,6 +90,7 @@ def test_configured_headers_never_reach_another_origin_after_a_redirect(
     assert "s3cret" not in repr(sent_away.headers)
 
 
+@pytest.mark.slow
 def test_user_info_of_the_uri_is_not_sent_to_another_origin(
     home: ArtifactServer, elsewhere: ArtifactServer, tmp_path: Path
 ) -> None:
@@ -119,6 +121,7 @@ def test_a_redirect_within_the_origin_keeps_the_configured_headers(
     assert sent["x-static"] == "static-s3cret"
 
 
+@pytest.mark.slow
 def test_a_given_clients_auth_and_headers_do_not_follow_a_redirect_elsewhere(
     home: ArtifactServer, elsewhere: ArtifactServer, tmp_path: Path
 ) -> None:
@@ -155,6 +158,7 @@ def test_redirect_loops_and_odd_schemes_are_fetch_errors(
 # -- logs and errors -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_no_secret_of_a_uri_header_or_redirect_reaches_any_log_record(
     home: ArtifactServer,
     elsewhere: ArtifactServer,
@@ -185,6 +189,7 @@ def test_no_secret_of_a_uri_header_or_redirect_reaches_any_log_record(
     assert "s3cret" not in info.value.uri and info.value.uri.endswith("/gone.bin?...")
 
 
+@pytest.mark.slow
 def test_other_http_clients_keep_their_own_logs(
     home: ArtifactServer, store: ArtifactStore, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -202,6 +207,7 @@ def test_other_http_clients_keep_their_own_logs(
 # -- actuator errors -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_actuator_error_quotes_a_short_escaped_excerpt_without_tokens() -> None:
     """A response body is cut short, its control characters escaped, and tokens masked: the
     admin token echoed back, and values of fields named like secrets."""

@@ -61,6 +61,7 @@ def test_pinned_entries_are_never_evicted_and_unpin_restores_them() -> None:
     assert sorted(cache.snapshot()) == ["g"]
 
 
+@pytest.mark.slow
 def test_failed_load_is_shared_by_concurrent_callers() -> None:
     """All callers that joined a failing load get the same error, and nothing is cached."""
     cache = ModelCache()

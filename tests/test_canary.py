@@ -471,6 +471,7 @@ def flagd(tmp_path: Path) -> Iterator[tuple[Path, Reloads]]:
     api.clear_providers()
 
 
+@pytest.mark.slow
 def test_canary_on_flagd_rolls_back_a_bad_version(
     flagd: tuple[Path, Reloads], bad_candidate: Path, clock: FakeClock
 ) -> None:

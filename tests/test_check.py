@@ -74,6 +74,7 @@ def replace_outputs(registry: Path, version: str, change: dict[str, Any]) -> Non
                                               "rows": ref.rows})  # fmt: skip
 
 
+@pytest.mark.slow
 def test_every_version_that_may_serve_loads_and_answers_its_examples_as_recorded(
     shop: Path,
 ) -> None:
@@ -95,6 +96,7 @@ def test_every_version_that_may_serve_loads_and_answers_its_examples_as_recorded
     assert first.warnings == ()
 
 
+@pytest.mark.slow
 def test_a_version_that_answers_other_labels_fails_naming_the_rows(shop: Path) -> None:
     """Labels are compared exactly: one row that differs fails the version, and says which."""
     ref = load_registry(shop).models["recommender"].versions["v1"].examples

@@ -398,6 +398,7 @@ def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) 
     assert capsys.readouterr().out.strip() == f"modelflags {modelflags.__version__}"
 
 
+@pytest.mark.slow
 def test_module_runs_as_a_program(registry: Path) -> None:
     """``python -m modelflags`` is the same command, exit status included."""
     result = subprocess.run(

@@ -31,6 +31,7 @@ def page(
         yield server.url
 
 
+@pytest.mark.slow
 def test_status_prints_each_models_lkg_from_a_running_page(
     page: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -41,6 +42,7 @@ def test_status_prints_each_models_lkg_from_a_running_page(
     assert MODEL in out and "v1" in out
 
 
+@pytest.mark.slow
 def test_status_json_is_the_pages_api(page: str, capsys: pytest.CaptureFixture[str]) -> None:
     """--json prints the page's /api/status document."""
     assert main(["status", "--url", page, "--token", TOKEN, "--json"]) == 0
@@ -48,6 +50,7 @@ def test_status_json_is_the_pages_api(page: str, capsys: pytest.CaptureFixture[s
     assert data["models"][MODEL]["lkg"] == "v1"
 
 
+@pytest.mark.slow
 def test_status_without_the_token_is_a_finding_that_never_shows_a_token(
     page: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -128,6 +128,7 @@ def test_a_version_trained_on_an_older_feature_set_is_refused_at_load(
     assert "features 'visits', 'country', which it was not trained on" in cause
 
 
+@pytest.mark.slow
 def test_an_older_version_that_selects_its_columns_by_name_serves(
     today: Workspace, set_flags: Callable[..., None]
 ) -> None:
@@ -221,6 +222,7 @@ def counted(today: Workspace) -> Iterator[tuple[ModelFlags, dict[str, Counting]]
         yield flags, seen
 
 
+@pytest.mark.slow
 def test_missing_and_extra_columns_are_named_before_the_model_is_called(
     counted: tuple[ModelFlags, dict[str, Counting]], set_flags: Callable[..., None]
 ) -> None:

@@ -108,6 +108,7 @@ def test_by_simulation_no_shift_rarely_fires_and_half_a_deviation_usually_does()
 # -- served inputs ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_shifted_feature_raises_one_event_naming_it(
     tmp_path: Path, set_flags: Callable[..., None]
 ) -> None:
@@ -135,6 +136,7 @@ def test_a_shifted_feature_raises_one_event_naming_it(
     assert (drift["sampled"], drift["dropped"], drift["sample"]) == (20, 0, 1.0)
 
 
+@pytest.mark.slow
 def test_inputs_like_the_training_sample_raise_nothing(tmp_path: Path) -> None:
     events: list[object] = []
     with ModelFlags(registered(tmp_path, "v1"), listeners=[events.append]) as flags:
@@ -146,6 +148,7 @@ def test_inputs_like_the_training_sample_raise_nothing(tmp_path: Path) -> None:
     assert max(f["psi"] for f in figures["features"].values()) < 0.05
 
 
+@pytest.mark.slow
 def test_nothing_is_judged_before_min_samples_rows(tmp_path: Path) -> None:
     events: list[object] = []
     with ModelFlags(registered(tmp_path, "v1"), listeners=[events.append]) as flags:
@@ -155,6 +158,7 @@ def test_nothing_is_judged_before_min_samples_rows(tmp_path: Path) -> None:
     assert drift_events(events) == []
 
 
+@pytest.mark.slow
 def test_the_event_fires_again_only_after_the_input_came_back(tmp_path: Path) -> None:
     """A window that slides past the shifted traffic re-arms the rule."""
     events: list[object] = []
@@ -172,6 +176,7 @@ def test_the_event_fires_again_only_after_the_input_came_back(tmp_path: Path) ->
     assert len(drift_events(events)) == 2
 
 
+@pytest.mark.slow
 def test_a_rising_missing_share_is_drift_too(tmp_path: Path) -> None:
     """max_missing_increase: income missing in half the rows (none in training) fires. Inputs
     are sampled before the model sees them, so calls the model refuses count too."""
@@ -189,6 +194,7 @@ def test_a_rising_missing_share_is_drift_too(tmp_path: Path) -> None:
     assert event.missing == (("income", 0.0, 0.5),)
 
 
+@pytest.mark.slow
 def test_only_the_sampled_share_is_looked_at(tmp_path: Path) -> None:
     """sample = 0.25 with a random source: a quarter of the calls are sampled."""
     rules = RULES.replace("sample = 1.0", "sample = 0.25")
@@ -256,6 +262,7 @@ def test_unreadable_inputs_are_counted_and_the_watch_goes_on(tmp_path: Path) -> 
 # -- actions and exporters ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rollback_action_rolls_back_a_drifting_candidate(
     tmp_path: Path, set_flags: Callable[..., None], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -320,6 +327,7 @@ def test_exporters_receive_each_feature_s_figures(tmp_path: Path) -> None:
     assert age_missing == 0.0
 
 
+@pytest.mark.slow
 def test_prometheus_exposes_the_drift_gauges(tmp_path: Path) -> None:
     """The gauges appear where drift is watched, one series per feature."""
     pytest.importorskip("prometheus_client")
@@ -338,6 +346,7 @@ def test_prometheus_exposes_the_drift_gauges(tmp_path: Path) -> None:
     assert 'modelflags_feature_missing_share{feature="country",model="m",version="v1"} 0.0' in text
 
 
+@pytest.mark.slow
 def test_opentelemetry_records_the_drift_gauges(tmp_path: Path) -> None:
     pytest.importorskip("opentelemetry.sdk")
     from opentelemetry.sdk.metrics import MeterProvider
@@ -365,6 +374,7 @@ def test_opentelemetry_records_the_drift_gauges(tmp_path: Path) -> None:
     assert points[("modelflags.feature_missing", "income")] == 0.0
 
 
+@pytest.mark.slow
 def test_versions_without_reference_statistics_are_not_watched(
     tmp_path: Path, set_flags: Callable[..., None]
 ) -> None:

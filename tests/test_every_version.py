@@ -67,6 +67,7 @@ def run_inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pyt
     return pytester.runpytest("-p", "modelflags.pytest_plugin", "-p", "no:cacheprovider", "-v")
 
 
+@pytest.mark.slow
 def test_a_marked_test_runs_once_per_version_that_may_serve_with_it_pinned(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -88,6 +89,7 @@ def test_a_marked_test_runs_once_per_version_that_may_serve_with_it_pinned(
     assert "recommender=v0" not in result.stdout.str()
 
 
+@pytest.mark.slow
 def test_the_marker_may_name_the_registry_relative_to_the_rootdir(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,6 +113,7 @@ def test_x(model_version, rows):
 INI = "modelflags_registry = registry.toml"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("ini", "marker", "needle"),
     [

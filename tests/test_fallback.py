@@ -320,6 +320,7 @@ def test_status_reports_lkg_loaded_bytes_and_quarantine(
     assert "UnpicklingError" in quarantine.cause or "loader 'pickle' failed" in quarantine.cause
 
 
+@pytest.mark.slow
 def test_flag_change_event_lifts_quarantine(
     workspace: Workspace, set_flags: Callable[..., None], clock: FakeClock
 ) -> None:

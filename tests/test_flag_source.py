@@ -162,6 +162,7 @@ def flagd_file(tmp_path: Path) -> Iterator[Path]:
     api.shutdown()
 
 
+@pytest.mark.slow
 def test_an_invalid_flagd_file_shows_as_an_error_logged_once_per_change_of_state(
     registry: Path, flagd_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -288,7 +289,9 @@ class UnleashServer:
     def __init__(self) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _UnleashAPI)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/api"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
         self._thread.start()
         self.running = True
 
@@ -332,6 +335,7 @@ def unleash_provider(tmp_path: Path) -> Iterator[Any]:
         provider.shutdown()
 
 
+@pytest.mark.slow
 def test_unleash_on_a_closed_port_shows_as_an_error(
     registry: Path, unleash_provider: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -370,6 +374,7 @@ def test_unleash_that_stops_answering_shows_as_an_error_while_its_cached_flags_s
     assert len(source_lines(caplog, "is error")) == 1
 
 
+@pytest.mark.slow
 def test_quieting_the_unleash_logger_as_the_readme_says_keeps_the_health(
     registry: Path,
     unleash_provider: Any,

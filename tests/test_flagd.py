@@ -56,6 +56,7 @@ def registry(workspace: Workspace) -> Path:
     return workspace.write()
 
 
+@pytest.mark.slow
 def test_fractional_split_is_served_as_flagged(flagd: Path, registry: Path) -> None:
     """A 90/10 fractional flag serves about 90/10 over 2,000 users, stable per user."""
     with ModelFlags(registry) as flags:

@@ -112,6 +112,7 @@ def test_example_flag_file_is_valid_and_flagd_serves_it(path: Path, served: Any)
     assert_flagd_serves_every_flag(served(document), document)
 
 
+@pytest.mark.slow
 def test_canary_file_sends_about_a_tenth_of_users_to_the_canary(served: Any) -> None:
     """canary.json: a 90/10 split by targeting key, and a quarter of calls name a shadow."""
     client = served(json.loads((EXAMPLES_DIR / "canary.json").read_text()))

@@ -256,6 +256,7 @@ def test_a_closed_modelflags_stays_closed_in_the_child(
     run_in_child(child, tmp_path / "child-report.txt")
 
 
+@pytest.mark.slow
 def test_the_fork_hook_keeps_no_instance_alive(registry: Path, source: InMemoryFlags) -> None:
     """The hook holds the parts of open instances weakly; closed ones are forgotten."""
     from modelflags import parts as assembly

@@ -143,6 +143,7 @@ def test_other_examples_for_a_version_that_has_some_are_refused(folder: Path) ->
     assert len(list((folder / "examples").iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_csv_examples_reach_a_model_fitted_on_named_features_as_a_dataframe(
     tmp_path: Path, frame: pd.DataFrame, named_pipeline: Any
 ) -> None:
@@ -216,6 +217,7 @@ def test_without_pandas_a_csv_of_numbers_is_read_for_a_model_fitted_on_an_array(
         read_inputs(folder / "text.csv")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("examples", "needle"),
     [

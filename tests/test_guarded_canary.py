@@ -198,6 +198,7 @@ def test_the_example_rolls_back_its_slow_and_worse_candidate() -> None:
 # -- end to end on flagd files --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_canary_on_flagd_rolls_back_a_flaky_candidate_on_its_error_rate(
     flag_file: Path, registry: Callable[..., Path]
 ) -> None:
@@ -246,6 +247,7 @@ def test_canary_on_flagd_rolls_back_a_flaky_candidate_on_its_error_rate(
         assert seen.of(BecameLKG) == []
 
 
+@pytest.mark.slow
 def test_canary_on_flagd_rolls_back_a_candidate_that_cannot_load(
     flag_file: Path, workspace: Workspace
 ) -> None:
@@ -447,6 +449,7 @@ def split_provider() -> InMemoryProvider:
     return InMemoryProvider({"m": InMemoryFlag("v1", {"v1": "v1"}, context_evaluator=by_parity)})
 
 
+@pytest.mark.slow
 def test_quarantine_does_not_hide_a_flaky_candidate_from_the_error_rate_rule(
     registry: Callable[..., Path], set_flags: Callable[..., None], clock: FakeClock
 ) -> None:
@@ -506,6 +509,7 @@ class ReleasingActuator:
         self.inner.rollback(flag_key, to_version=to_version, from_version=from_version)
 
 
+@pytest.mark.slow
 def test_a_canary_sees_a_breach_the_supervisor_already_rolled_back_at_the_source(
     flag_file: Path, registry: Callable[..., Path]
 ) -> None:
@@ -613,6 +617,7 @@ class ObservingActuator:
         self.inner.rollback(flag_key, to_version=to_version, from_version=from_version)
 
 
+@pytest.mark.slow
 def test_a_candidate_is_not_promoted_before_its_canary_completes(
     flag_file: Path, registry: Callable[..., Path], clock: FakeClock
 ) -> None:

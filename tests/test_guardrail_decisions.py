@@ -85,6 +85,7 @@ def test_identical_versions_checked_every_second_rarely_roll_back(
     assert rollbacks <= 1
 
 
+@pytest.mark.slow
 def test_a_real_regression_is_rolled_back_with_its_evidence(
     guarded: Callable[..., tuple[ModelFlags, list[object]]], clock: FakeClock
 ) -> None:
@@ -115,6 +116,7 @@ def test_a_real_regression_is_rolled_back_with_its_evidence(
     assert "max_outcome_drop" in rolled.reason and "[" in rolled.reason
 
 
+@pytest.mark.slow
 def test_the_live_state_of_every_rule_is_in_the_report_and_the_status(
     guarded: Callable[..., tuple[ModelFlags, list[object]]], clock: FakeClock
 ) -> None:
@@ -138,6 +140,7 @@ def test_the_live_state_of_every_rule_is_in_the_report_and_the_status(
     assert flags.status()["m"].guardrails == tuple(flags.guardrail_report("m"))
 
 
+@pytest.mark.slow
 def test_a_candidate_whose_regression_is_not_yet_confirmed_is_not_promoted(
     guarded: Callable[..., tuple[ModelFlags, list[object]]], clock: FakeClock
 ) -> None:

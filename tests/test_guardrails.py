@@ -297,6 +297,7 @@ def test_a_tripled_error_rate_against_the_lkgs_breaches_and_an_equal_one_holds()
     assert state.lower < 0.0 < state.upper
 
 
+@pytest.mark.slow
 def test_an_absolute_error_tolerance_needs_the_difference_to_pass_it() -> None:
     """4% against 1% is 3 points more: past a 1-point tolerance, within a 5-point one."""
     tight = Harness(max_error_rate_increase=ErrorRateIncrease(absolute=0.01))

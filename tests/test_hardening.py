@@ -107,6 +107,7 @@ def churn_registry(folder: Path, versions: int, seed: int = 0) -> tuple[Registry
     return builder, largest
 
 
+@pytest.mark.slow
 def test_an_lkg_larger_than_max_bytes_is_released_once_it_stops_being_lkg(tmp_path: Path) -> None:
     """The former LKG is neither kept in the cache nor referenced anywhere after gc."""
     builder, size = churn_registry(tmp_path, 2)
@@ -155,6 +156,7 @@ def churn(tmp_path_factory: pytest.TempPathFactory) -> tuple[RegistryBuilder, in
     return churn_registry(tmp_path_factory.mktemp("churn"), 30)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("room", [2.5, 0.5], ids=["room for 2.5 versions", "versions too big"])
 def test_the_cache_stays_within_its_bounds_while_30_versions_churn(
     churn: tuple[RegistryBuilder, int], room: float

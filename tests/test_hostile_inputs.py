@@ -133,6 +133,7 @@ def test_a_10_mb_flag_value_is_bounded_and_escaped_everywhere(
     assert decision["served"] == "v1" and decision["requested"] == handle.requested_version
 
 
+@pytest.mark.slow
 def test_2000_distinct_unknown_ids_write_a_bounded_number_of_log_lines(
     workspace: Workspace, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -178,6 +178,7 @@ def test_requests_meeting_a_version_being_prewarmed_get_the_last_good_version_at
         assert loader.calls == 1
 
 
+@pytest.mark.slow
 def test_hot_traffic_racing_a_flag_change_waits_for_the_new_version_at_most_once(
     flagd: Path, workspace: Workspace
 ) -> None:
@@ -269,6 +270,7 @@ def test_a_version_that_failed_its_prewarm_is_reported_as_a_fallback_at_once(
         assert handle.reason == FALLBACK
 
 
+@pytest.mark.slow
 def test_without_change_events_the_first_request_loads_the_version_itself(
     flag_path: Path, workspace: Workspace
 ) -> None:
@@ -294,6 +296,7 @@ def test_without_change_events_the_first_request_loads_the_version_itself(
         api.shutdown()
 
 
+@pytest.mark.slow
 def test_prewarm_false_leaves_loading_to_the_first_request(
     flagd: Path, workspace: Workspace
 ) -> None:
@@ -348,6 +351,7 @@ def test_prewarm_samples_only_the_most_recent_contexts(flagd: Path, workspace: W
 # -- change events reach the SDK -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_flagd_change_event_lifts_the_quarantine_of_the_flag_it_changed(
     flagd: Path, workspace: Workspace
 ) -> None:
@@ -380,6 +384,7 @@ def test_flagd_change_event_lifts_the_quarantine_of_the_flag_it_changed(
 # -- a switch under concurrent load ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_eight_threads_follow_a_switch_and_a_rollback_without_a_failed_request(
     flagd: Path, workspace: Workspace
 ) -> None:
@@ -432,6 +437,7 @@ class CountingFlagd(FlagdProvider):
         )
 
 
+@pytest.mark.slow
 def test_async_serving_never_blocks_the_event_loop_while_a_version_loads(
     flag_path: Path, workspace: Workspace
 ) -> None:

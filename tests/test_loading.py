@@ -173,6 +173,7 @@ def test_loader_exception_becomes_deserialization_error(workspace: Workspace) ->
         LoaderRegistry().name_for("m", "v1", spec)
 
 
+@pytest.mark.slow
 def test_sixteen_threads_on_a_cold_version_deserialize_once(
     workspace: Workspace, set_flags: Callable[..., None]
 ) -> None:

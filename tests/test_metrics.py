@@ -176,6 +176,7 @@ def test_reset_forgets_a_version(metrics: Metrics) -> None:
     assert metrics.snapshot("m") == {}
 
 
+@pytest.mark.slow
 def test_recording_from_eight_threads_loses_nothing(metrics: Metrics, clock: FakeClock) -> None:
     """Concurrent calls and outcomes on shared and separate versions are all counted."""
     calls = 5_000

@@ -71,6 +71,7 @@ def test_versions_are_read_page_by_page_with_a_quoted_filter() -> None:
     assert filters == ['name="it\'s"', 'name="it\'s"']
 
 
+@pytest.mark.slow
 def test_a_server_that_does_not_answer_fails_within_the_timeout() -> None:
     """A port that accepts nothing is an unreachable source, reported in about the timeout."""
     with socket.socket() as listener:

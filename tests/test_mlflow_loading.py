@@ -8,6 +8,7 @@ the artifact store's load contract.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import re
 import tempfile
 from pathlib import Path
@@ -27,7 +28,10 @@ from modelflags.errors import DeserializationError, DigestMismatchError, Version
 from modelflags.registry.mlflow import MlflowVersionRef
 from modelflags.registry.schema import VersionSpec
 
-pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+# Looked up, not imported: importing MLflow takes seconds, and only the tests that run need it.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("mlflow") is None, reason="the mlflow extra is not installed"
+)
 
 SUBJECT = Subject.of("m", "1", "models:/m/1")
 
@@ -61,6 +65,7 @@ def spec_of(folder: Path, *, pinned: bool = True, trusted: tuple[str, ...] = ())
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("serialization", ["pickle", "cloudpickle", "skops"])
 def test_each_sklearn_serialization_format_loads_the_estimator_itself(
     tmp_path: Path, X: np.ndarray, serialization: str
@@ -76,6 +81,7 @@ def test_each_sklearn_serialization_format_loads_the_estimator_itself(
     assert loaded.nbytes == folder_digest(folder).size
 
 
+@pytest.mark.slow
 def test_a_folder_changed_after_pinning_is_not_loaded(tmp_path: Path, X: np.ndarray) -> None:
     """The store checks the folder digest before the loader sees a byte."""
     model = LogisticRegression().fit(X, (X[:, 0] > 0.5).astype(int))
@@ -135,6 +141,7 @@ def test_skops_loads_with_the_types_the_registry_trusts(tmp_path: Path, X: np.nd
     assert (loaded.value.predict(X) == forest.predict(X)).all()
 
 
+@pytest.mark.slow
 def test_a_pyfunc_only_model_loads_through_mlflow_from_a_private_copy(
     tmp_path: Path, X: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:

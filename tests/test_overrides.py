@@ -104,6 +104,7 @@ def test_broken_or_missing_override_file_is_a_clear_error(registry: Path, tmp_pa
         ModelFlags(registry, overrides=bad)
 
 
+@pytest.mark.slow
 def test_edited_override_file_switches_live_traffic_without_a_failed_call(
     registry: Path, set_flags: Callable[..., None], tmp_path: Path
 ) -> None:

@@ -423,6 +423,7 @@ def test_totals_match_the_in_process_metrics_of_the_same_calls(
         assert values[("modelflags_outcome_sum", series)] == pytest.approx(stats.total)
 
 
+@pytest.mark.slow
 def test_the_exposition_over_http_follows_prometheus_conventions(
     flags: ModelFlags,
     served: Served,
@@ -477,6 +478,7 @@ def test_the_exposition_over_http_follows_prometheus_conventions(
     assert openmetrics.text.endswith("# EOF\n")
 
 
+@pytest.mark.slow
 def test_the_asgi_app_serves_the_same_metrics(registry: CollectorRegistry) -> None:
     """``metrics_app(asgi=True)`` answers an ASGI request with the same samples."""
     PrometheusMetrics(registry).record_call("ranker", "v1", 0.002, False, False)

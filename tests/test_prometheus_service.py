@@ -71,6 +71,7 @@ def test_start_is_idempotent_and_loads_new_targets_without_a_restart(
     assert json.loads((folder / "stack.json").read_text())["targets"] == targets
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("binary")
 def test_stop_leaves_no_process_running_and_a_second_stop_is_no_error(folder: Path) -> None:
     """Stop ends the process (a zombie left for init does not count) and forgets its pid."""
@@ -87,6 +88,7 @@ def test_stop_leaves_no_process_running_and_a_second_stop_is_no_error(folder: Pa
     assert not folder.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("binary")
 def test_a_prometheus_whose_record_was_lost_is_replaced_not_duplicated(folder: Path) -> None:
     """Without its stack.json a running Prometheus of the folder is stopped and one started."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import modelflags
 
 EXPECTED = {
@@ -111,6 +113,7 @@ def test_every_error_derives_from_the_base() -> None:
             assert issubclass(value, modelflags.ModelFlagsError), name
 
 
+@pytest.mark.slow
 def test_importing_the_package_stays_light() -> None:
     """A plain import brings in no HTTP client, ML library or optional extra."""
     code = (

@@ -108,6 +108,7 @@ def artifact(tmp_path: Path) -> tuple[Path, Any]:
     return path, estimator
 
 
+@pytest.mark.slow
 def test_register_records_the_reference_in_the_version_entry(
     tmp_path: Path, artifact: tuple[Path, Any]
 ) -> None:
@@ -126,6 +127,7 @@ def test_register_records_the_reference_in_the_version_entry(
     assert spec.input is not None and spec.input.dtypes["age"] == "float64"
 
 
+@pytest.mark.slow
 def test_a_reference_that_does_not_fit_the_estimator_is_refused_and_nothing_written(
     tmp_path: Path, artifact: tuple[Path, Any]
 ) -> None:
@@ -187,6 +189,7 @@ def test_samples_are_read_from_npy_and_csv_files(
         read_sample(tmp_path / "objects.npy")
 
 
+@pytest.mark.slow
 def test_the_command_records_a_reference_file(tmp_path: Path, artifact: tuple[Path, Any]) -> None:
     """modelflags register --reference FILE summarises the sample; a bad file is a usage error."""
     path, _ = artifact

@@ -395,6 +395,7 @@ def test_connection_refused_is_retried_then_raises_fetch_error(
     assert info.value.uri == url
 
 
+@pytest.mark.slow
 def test_read_timeout_before_headers_is_retried(
     artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], sleeps: Sleeps
 ) -> None:
@@ -407,6 +408,7 @@ def test_read_timeout_before_headers_is_retried(
     assert len(sleeps) == 1
 
 
+@pytest.mark.slow
 def test_read_timeouts_that_persist_raise_fetch_error_naming_the_timeout(
     artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
@@ -492,6 +494,7 @@ def test_cut_connection_resumes_with_a_range_request(
     assert len(sleeps) == 1
 
 
+@pytest.mark.slow
 def test_stall_in_the_middle_of_the_body_times_out_and_resumes(
     artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
@@ -614,6 +617,7 @@ def test_failing_disk_write_raises_artifact_error_and_removes_the_partial_file(
     assert not fetcher.cache_path(sha(data)).exists()
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_while_downloading_a_large_artifact(
     artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
@@ -629,6 +633,7 @@ def test_memory_stays_flat_while_downloading_a_large_artifact(
     assert peak < 8 * MiB
 
 
+@pytest.mark.slow
 def test_open_keeps_no_more_of_an_unbounded_download_in_memory_than_its_allowance(
     artifact_server: ArtifactServer,
     make_fetcher: Callable[..., RemoteFetcher],
@@ -731,6 +736,7 @@ def test_credentials_in_the_uri_are_not_shown_in_errors(
 # -- concurrency ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_eight_threads_asking_for_one_digest_cause_one_download(
     artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher]
 ) -> None:
@@ -793,6 +799,7 @@ def test_three_processes_asking_for_one_digest_cause_one_download(
     assert artifact_server.count("/shared") == 1
 
 
+@pytest.mark.slow
 def test_waiting_longer_than_lock_timeout_raises_fetch_error(
     artifact_server: ArtifactServer, make_fetcher: Callable[..., RemoteFetcher], cache: Path
 ) -> None:

@@ -449,6 +449,7 @@ def test_attribute_types_are_part_of_the_key(registry: Path, flag_file: Path) ->
 # -- what drops every answer --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_broken_flag_file_pauses_the_cache_until_flagd_recovers(
     registry: Path, flag_file: Path
 ) -> None:
@@ -731,7 +732,7 @@ def test_trusted_unleash_answers_are_kept_until_its_next_fetch_changes_them(
 
     Features.document = unleash_features({"v1": 100, "v2": 0})
     server = ThreadingHTTPServer(("127.0.0.1", 0), Features)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     provider = UnleashProvider(
         url=f"http://127.0.0.1:{server.server_port}/api",
         app_name="modelflags-tests",

@@ -80,6 +80,7 @@ def command(tmp_path: Path, flags: Path, url: str, *more: str) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_command_rolls_a_good_candidate_out(
     tmp_path: Path, flags: Path, good_fleet: FakeFleet, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -91,6 +92,7 @@ def test_the_command_rolls_a_good_candidate_out(
     assert json.loads(audit[-1])["decision"] == "completed"
 
 
+@pytest.mark.slow
 def test_the_command_exits_1_when_it_rolls_back(
     tmp_path: Path, flags: Path, worse_fleet: FakeFleet, capsys: pytest.CaptureFixture[str]
 ) -> None:

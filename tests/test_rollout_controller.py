@@ -121,6 +121,7 @@ def decisions(tmp_path: Path) -> list[str]:
     return [entry["decision"] for entry in audit(tmp_path)]
 
 
+@pytest.mark.slow
 def test_a_good_candidate_reaches_every_stage_and_completes(
     flags: FlagdFileActuator, fleet: FakeFleet, tmp_path: Path
 ) -> None:
@@ -139,6 +140,7 @@ def test_a_good_candidate_reaches_every_stage_and_completes(
     assert RolloutState.load(tmp_path / "state.json").phase == "completed"  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_a_worse_candidate_is_rolled_back_with_its_evidence(
     flags: FlagdFileActuator, worse_fleet: FakeFleet, tmp_path: Path
 ) -> None:
@@ -155,6 +157,7 @@ def test_a_worse_candidate_is_rolled_back_with_its_evidence(
     assert decisions(tmp_path)[-1] == "rollback"
 
 
+@pytest.mark.slow
 def test_a_restarted_controller_resumes_from_its_state_file(
     flags: FlagdFileActuator, fleet: FakeFleet, tmp_path: Path
 ) -> None:
@@ -175,6 +178,7 @@ def test_a_restarted_controller_resumes_from_its_state_file(
     assert splits == [10, 50, 50, 100]  # the 50% split written again on resume
 
 
+@pytest.mark.slow
 def test_without_its_state_file_it_keeps_the_split_it_finds(
     flags: FlagdFileActuator, fleet: FakeFleet, tmp_path: Path
 ) -> None:
@@ -210,6 +214,7 @@ class Blind:
         self.inner.rollback(flag_key, to_version=to_version, from_version=from_version)
 
 
+@pytest.mark.slow
 def test_without_state_and_an_unreadable_split_it_rolls_back_first(
     flags: FlagdFileActuator, fleet: FakeFleet, tmp_path: Path
 ) -> None:
@@ -223,6 +228,7 @@ def test_without_state_and_an_unreadable_split_it_rolls_back_first(
     assert "the flag's split is unknown (the actuator cannot read splits)" in progress.text()
 
 
+@pytest.mark.slow
 def test_an_actuator_failure_is_retried_then_alerted_and_held(
     flags: FlagdFileActuator, fleet: FakeFleet, tmp_path: Path
 ) -> None:
@@ -237,6 +243,7 @@ def test_an_actuator_failure_is_retried_then_alerted_and_held(
     assert blind.calls[:4] == ["rollback to v1"] + ["split {'v1': 90, 'v2': 10}"] * 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "cause", "words"),
     [
@@ -278,6 +285,7 @@ def test_an_unreachable_prometheus_holds_before_the_first_split(
     assert {e["cause"] for e in audit(tmp_path) if e["decision"] == "hold"} == {"unreachable"}
 
 
+@pytest.mark.slow
 def test_a_restarted_instance_does_not_corrupt_the_totals(
     flags: FlagdFileActuator, fleet: FakeFleet, tmp_path: Path
 ) -> None:
@@ -295,6 +303,7 @@ def test_a_restarted_instance_does_not_corrupt_the_totals(
 CONFIRM = RULES.model_copy(update={"action": "confirm"})
 
 
+@pytest.mark.slow
 def test_a_confirmed_proposal_rolls_back(
     flags: FlagdFileActuator, worse_fleet: FakeFleet, tmp_path: Path
 ) -> None:
@@ -312,6 +321,7 @@ def test_a_confirmed_proposal_rolls_back(
     assert flags.current_split("recommender") == {"v1": 100}
 
 
+@pytest.mark.slow
 def test_a_dismissed_proposal_lets_the_rollout_go_on(
     flags: FlagdFileActuator, worse_fleet: FakeFleet, tmp_path: Path
 ) -> None:
@@ -325,6 +335,7 @@ def test_a_dismissed_proposal_lets_the_rollout_go_on(
     assert "max_outcome_drop dismissed by ana; going on" in said.text()
 
 
+@pytest.mark.slow
 def test_a_proposal_nobody_answers_follows_on_timeout(
     flags: FlagdFileActuator, worse_fleet: FakeFleet, tmp_path: Path
 ) -> None:

@@ -60,6 +60,7 @@ def absent(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path:
     return stack
 
 
+@pytest.mark.slow
 def test_service_fixtures_skip_with_the_reason_when_services_are_absent(
     pytester: pytest.Pytester, absent: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -79,6 +80,7 @@ def test_service_fixtures_skip_with_the_reason_when_services_are_absent(
     assert not (absent / STARTED_BY_TESTS).exists()
 
 
+@pytest.mark.slow
 def test_service_fixtures_fail_under_ci_when_services_are_absent(
     pytester: pytest.Pytester, absent: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -131,6 +131,7 @@ def test_a_version_rolled_back_at_the_source_is_not_left_as_the_lkg(
     assert watcher.lkg_changes() == [("v2", "v1"), ("v1", "v2")]
 
 
+@pytest.mark.slow
 def test_with_guardrails_a_promoted_version_rolled_back_at_the_source_is_not_the_lkg(
     flag_file: Path, workspace: Workspace, clock: FakeClock
 ) -> None:

@@ -576,6 +576,7 @@ def test_each_comparison_reaches_listeners_as_a_shadow_result(
         assert result.shadow_latency is not None and 0 < result.shadow_latency < WAIT
 
 
+@pytest.mark.slow
 def test_statistics_stay_exact_under_eight_hammering_threads(
     workspace: Workspace, set_flags: Callable[..., None], pair: dict[str, LogisticRegression]
 ) -> None:

@@ -374,6 +374,7 @@ def test_quantile_limit_breaches_only_when_the_lower_bound_passes_the_limit() ->
     assert "Howard & Ramdas" in tight.method
 
 
+@pytest.mark.slow
 def test_quantile_limit_false_alarms_stay_within_alpha_at_the_limit() -> None:
     """The true p95 exactly at the limit, checked after every 200 calls up to 6,000: breaches
     in at most alpha of 60 runs (the bounds are exact; this guards against gross errors)."""
@@ -392,6 +393,7 @@ def test_quantile_limit_false_alarms_stay_within_alpha_at_the_limit() -> None:
     assert alarms <= margin(60)
 
 
+@pytest.mark.slow
 def test_rates_apart_bound_each_side_on_its_own_and_keep_alpha() -> None:
     """``evaluate_apart`` (a baseline that no longer grows) breaches on a doubled rate, holds
     on an equal one, and in 120 simulated comparisons of equal rates at the tolerance's edge it
@@ -559,6 +561,7 @@ def fired(judge: Callable[[int, int], bool], canaries: int) -> int:
     )
 
 
+@pytest.mark.slow
 def test_binary_mean_false_alarms_stay_within_alpha_at_the_tolerance() -> None:
     """A 5% click rate against one 5% lower, tolerance 5%: 250 staged canaries."""
     rng = np.random.default_rng(101)
@@ -577,6 +580,7 @@ def test_binary_mean_false_alarms_stay_within_alpha_at_the_tolerance() -> None:
     assert fired(judge, canaries) <= margin(canaries)
 
 
+@pytest.mark.slow
 def test_heavy_tailed_mean_false_alarms_stay_within_alpha_at_the_tolerance() -> None:
     """Revenue: 5% of calls pay a lognormal(3, 1.5) amount; the candidate pays 5% less."""
     rng = np.random.default_rng(102)
@@ -606,6 +610,7 @@ def test_heavy_tailed_mean_false_alarms_stay_within_alpha_at_the_tolerance() -> 
     assert fired(judge, canaries) <= margin(canaries)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [0.001, 0.02])
 def test_error_rate_false_alarms_stay_within_alpha_with_no_tolerance(rate: float) -> None:
     """Identical error rates (0.1% and 2%) and a rule that tolerates no increase at all."""
@@ -628,6 +633,7 @@ def test_error_rate_false_alarms_stay_within_alpha_with_no_tolerance(rate: float
     assert alarms <= margin(canaries)
 
 
+@pytest.mark.slow
 def test_p95_false_alarms_stay_within_alpha_at_the_tolerance() -> None:
     """Lognormal latencies, the candidate's 10% slower, tolerance 10%: 40 canaries (the p95
     test is exact and conservative; this guards against gross errors)."""

@@ -407,6 +407,7 @@ def test_actuator_failure_is_reported_and_never_reaches_requests(
     assert "no route to flag service" in failed[0].error
 
 
+@pytest.mark.slow
 def test_rollback_lifts_when_the_flag_moves_to_another_version(
     workspace: Workspace, set_flags: Callable[..., None], clock: FakeClock
 ) -> None:

@@ -34,6 +34,7 @@ X = np.zeros((3, 2))
 SRC = Path(modelflags.__file__).resolve().parents[1]  # the code under test, not an install
 
 
+@pytest.mark.slow
 def test_the_testing_module_imports_and_pins_without_pytest(tmp_path: Path) -> None:
     """In a process where pytest cannot be imported, ``pinned()`` pins a real ModelFlags."""
     script = textwrap.dedent(

@@ -91,6 +91,7 @@ def assert_lkg_answered(handle: Any, took: float) -> None:
     assert handle.predict(X).tolist() == [1, 1, 1]
 
 
+@pytest.mark.slow
 def test_get_model_with_a_timeout_answers_with_the_lkg_when_the_provider_hangs(
     registry: Path, hanging: HangingProvider
 ) -> None:
@@ -107,6 +108,7 @@ def test_get_model_with_a_timeout_answers_with_the_lkg_when_the_provider_hangs(
     )
 
 
+@pytest.mark.slow
 def test_a_provider_that_never_answers_is_not_asked_without_end(
     registry: Path, hanging: HangingProvider
 ) -> None:
@@ -129,6 +131,7 @@ def test_a_provider_that_never_answers_is_not_asked_without_end(
         wait_until(lambda: flags.get_model("m", "u1").version == "v2", 10, "the flag served")
 
 
+@pytest.mark.slow
 def test_an_evaluation_timeout_bounds_every_get_model(
     registry: Path, hanging: HangingProvider
 ) -> None:
@@ -178,6 +181,7 @@ def run_with_ticker(
     return asyncio.run(asyncio.wait_for(main(), timeout))
 
 
+@pytest.mark.slow
 def test_get_model_async_with_a_timeout_answers_with_the_lkg_and_never_blocks_the_loop(
     registry: Path, hanging: HangingProvider
 ) -> None:
@@ -197,6 +201,7 @@ def test_get_model_async_with_a_timeout_answers_with_the_lkg_and_never_blocks_th
     assert (hanging.sync_calls, hanging.async_calls) == (0, 1)
 
 
+@pytest.mark.slow
 def test_an_evaluation_timeout_bounds_get_model_async(
     registry: Path, hanging: HangingProvider
 ) -> None:
@@ -212,6 +217,7 @@ def test_an_evaluation_timeout_bounds_get_model_async(
     assert_lkg_answered(handle, took)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer", ["plain", "override file", "pins of another model"])
 def test_the_async_path_never_calls_a_synchronous_evaluation(
     registry: Path, tmp_path: Path, layer: str

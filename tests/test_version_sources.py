@@ -187,6 +187,7 @@ def test_a_failing_source_or_apply_never_stops_the_refresh_thread(
         parts.close()
 
 
+@pytest.mark.slow
 def test_requests_during_refreshes_always_find_a_loadable_version(
     workspace: Workspace, set_flags: Callable[..., None]
 ) -> None:
@@ -222,6 +223,7 @@ def test_requests_during_refreshes_always_find_a_loadable_version(
     assert not errors
 
 
+@pytest.mark.slow
 def test_models_without_a_source_do_not_load_the_sources_package(workspace: Workspace) -> None:
     """A registry with no MLflow model never imports the sources, httpx for them, or mlflow."""
     workspace.add("m", "1", Constant(1))

@@ -236,6 +236,7 @@ def test_same_bytes_under_another_id_are_reported(repo: Path, artifact: Path) ->
     assert result.created and result.same_bytes_as == ("v1",)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kwargs", "error", "needle"),
     [
@@ -325,6 +326,7 @@ def test_a_registry_changed_on_disk_during_an_edit_is_left_as_the_other_writer_l
     assert path.read_text() == theirs
 
 
+@pytest.mark.slow
 def test_concurrent_registrations_take_turns_and_none_is_lost(
     repo: Path, estimator: LogisticRegression
 ) -> None:
@@ -431,6 +433,7 @@ def test_registering_straight_into_production_is_refused_when_approval_is_requir
         register(registered, "recommender", "v2", other, stage="production")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("model", "version", "stage", "needle"),
     [

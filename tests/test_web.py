@@ -99,6 +99,7 @@ def test_a_wrong_token_is_401_and_is_never_echoed(client: TestClient) -> None:
     assert COOKIE not in answer.cookies
 
 
+@pytest.mark.slow
 def test_actions_without_a_token_are_401(client: TestClient, flags: ModelFlags) -> None:
     """Neither a form post nor an API post acts without credentials."""
     propose_rollback(flags)
@@ -108,6 +109,7 @@ def test_actions_without_a_token_are_401(client: TestClient, flags: ModelFlags) 
     assert [p.version for p in flags.status()[MODEL].proposals] == ["v2"]
 
 
+@pytest.mark.slow
 def test_public_read_opens_the_pages_but_never_the_actions(flags: ModelFlags) -> None:
     """``public_read=True``: pages and JSON without a token; actions still need one."""
     propose_rollback(flags)
@@ -199,6 +201,7 @@ def test_a_rollback_without_metrics_is_409(
     assert "rollbacks need metrics" in answer.json()["error"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reason", [None, "", "   ", "x" * 501])
 def test_a_missing_or_too_long_reason_is_422(
     client: TestClient, flags: ModelFlags, reason: str | None
@@ -226,6 +229,7 @@ def test_a_body_of_the_wrong_type_or_size_is_refused(client: TestClient) -> None
 # -- cross-site requests ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_forged_cross_site_form_post_is_403(client: TestClient, flags: ModelFlags) -> None:
     """With the victim's session, a post from another origin, without Origin and Referer, with a
     foreign Referer, or without the form token is refused; nothing happens."""
@@ -244,6 +248,7 @@ def test_a_forged_cross_site_form_post_is_403(client: TestClient, flags: ModelFl
     assert [p.version for p in flags.status()[MODEL].proposals] == ["v2"]
 
 
+@pytest.mark.slow
 def test_a_form_token_is_bound_to_its_session(flags: ModelFlags) -> None:
     """Bob's form token does not work in Alice's session."""
     propose_rollback(flags)
@@ -255,6 +260,7 @@ def test_a_form_token_is_bound_to_its_session(flags: ModelFlags) -> None:
     assert answer.status_code == 403
 
 
+@pytest.mark.slow
 def test_an_api_post_from_another_origin_is_403_and_a_cookie_does_not_act(
     client: TestClient, flags: ModelFlags
 ) -> None:
@@ -278,6 +284,7 @@ def test_signing_in_from_another_origin_is_403(client: TestClient) -> None:
     assert COOKIE not in answer.cookies
 
 
+@pytest.mark.slow
 def test_a_trusted_origin_may_post(flags: ModelFlags) -> None:
     """``trusted_origins`` admits a proxy's public origin besides the request's own host."""
     propose_rollback(flags)
@@ -352,6 +359,7 @@ def test_signing_out_ends_the_session_in_the_browser(client: TestClient) -> None
 # -- actions and their trail --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_confirming_in_the_form_rolls_back_and_logs_who_and_why(
     client: TestClient, flags: ModelFlags, tmp_path: Path
 ) -> None:
@@ -409,6 +417,7 @@ def test_each_identity_acts_under_its_own_name(
     assert all(ALICE not in r.getMessage() and BOB not in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_without_a_decision_log_actions_stay_on_the_page_and_in_the_log(
     workspace: Workspace,
     trained: dict[str, LogisticRegression],
@@ -438,6 +447,7 @@ def test_without_a_decision_log_actions_stay_on_the_page_and_in_the_log(
 # -- what the pages show ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pages_escape_user_data(client: TestClient, flags: ModelFlags) -> None:
     """Metadata and reasons are text, never markup."""
     propose_rollback(flags)
@@ -464,6 +474,7 @@ def test_pages_carry_a_strict_content_security_policy(client: TestClient) -> Non
     assert client.get("/static/refresh.js").status_code == 200
 
 
+@pytest.mark.slow
 def test_the_overview_shows_split_lkg_proposals_and_guardrails(
     client: TestClient, flags: ModelFlags
 ) -> None:
@@ -482,6 +493,7 @@ def test_the_overview_shows_split_lkg_proposals_and_guardrails(
     assert 'data-testid="proposal-churn-v2"' in page and "verdict-fired" in page
 
 
+@pytest.mark.slow
 def test_the_model_page_shows_evidence_series_lineage_and_decisions(
     client: TestClient, flags: ModelFlags
 ) -> None:
@@ -506,6 +518,7 @@ def test_the_model_page_shows_evidence_series_lineage_and_decisions(
     assert "4e1d0c2" in page
 
 
+@pytest.mark.slow
 def test_the_app_mounts_under_a_prefix(flags: ModelFlags) -> None:
     """Mounted at /modelflags in a Starlette app: links, cookie and redirects carry the prefix."""
     propose_rollback(flags)

@@ -169,7 +169,9 @@ def forger() -> Iterator[str]:
             return
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forger)
-    thread = threading.Thread(target=server.serve_forever, name="test-forger", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="test-forger", daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -97,6 +97,7 @@ def test_pages_read_the_snapshot_not_the_serving_parts(flags: ModelFlags) -> Non
         sampler.close()
 
 
+@pytest.mark.slow
 def test_the_history_is_bounded_and_holds_each_versions_points(flags: ModelFlags) -> None:
     """``history_s / interval`` snapshots are kept, oldest dropped first."""
     propose_rollback(flags)
@@ -132,6 +133,7 @@ def test_the_decision_log_is_read_only_while_someone_looks(flags: ModelFlags) ->
         sampler.close()
 
 
+@pytest.mark.slow
 def test_actions_in_the_log_stay_on_the_page_after_later_decisions(flags: ModelFlags) -> None:
     """An action seen in one snapshot's read of the log is kept when the serving decisions
     written after it push it out of the lines later snapshots read."""
@@ -196,6 +198,7 @@ def test_sampler_options_are_checked(flags: ModelFlags) -> None:
 # -- the decision log's end ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_recent_decisions_reads_the_logs_end(flags: ModelFlags, tmp_path: Path) -> None:
     """The last entries, oldest first, actions included; ``model=`` filters."""
     propose_rollback(flags)
@@ -301,6 +304,7 @@ def test_intervals_are_drawn_when_the_rules_give_them() -> None:
     assert "LKG 0.6" in with_interval and "limit 0.54" in with_interval
 
 
+@pytest.mark.slow
 def test_the_model_page_shows_drift_figures_when_present(flags: ModelFlags) -> None:
     """Drift figures handed over in ``status().extra["drift"]`` are shown, escaped; none, no
     section."""
@@ -332,6 +336,7 @@ def test_the_model_page_shows_drift_figures_when_present(flags: ModelFlags) -> N
 # -- the server thread and the remote reader ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_serve_status_answers_on_loopback_and_leaves_nothing_after_close(
     flags: ModelFlags,
 ) -> None:
@@ -353,6 +358,7 @@ def test_serve_status_answers_on_loopback_and_leaves_nothing_after_close(
         pass
 
 
+@pytest.mark.slow
 def test_closing_modelflags_closes_its_status_server(flags: ModelFlags) -> None:
     """``flags.close()`` stops a server it started."""
     server = flags.serve_status(token=TOKEN, sample_s=3600)
@@ -372,6 +378,7 @@ def test_serve_status_refuses_a_port_in_use(flags: ModelFlags) -> None:
     assert not any(t.name.startswith("modelflags-status") for t in threading.enumerate())
 
 
+@pytest.mark.slow
 def test_fetch_status_reads_a_running_page_and_formats_it(flags: ModelFlags) -> None:
     """The reading side of ``modelflags status --url``: JSON, then lines for a terminal."""
     propose_rollback(flags)

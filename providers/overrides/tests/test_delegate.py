@@ -115,6 +115,7 @@ def test_delegate_ready_restores_the_status_after_a_delegate_error() -> None:
     assert client.get_provider_status() == ProviderStatus.READY
 
 
+@pytest.mark.slow
 def test_file_recovery_does_not_claim_ready_while_the_delegate_is_in_error(
     tmp_path: Path, write_file: WriteFile, recorder: Any
 ) -> None:
@@ -307,6 +308,7 @@ def test_rules_that_do_not_match_leave_the_flag_to_flagd_targeting(
     assert (user.value, user.reason) == ("ranker-b", Reason.TARGETING_MATCH)
 
 
+@pytest.mark.slow
 def test_flagd_configuration_changes_pass_through_to_api_handlers(
     tmp_path: Path, write_file: WriteFile, wait_until: WaitUntil, recorder: Any
 ) -> None:

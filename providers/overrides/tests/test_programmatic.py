@@ -174,6 +174,7 @@ def frequent_thread_switches() -> Iterator[None]:
     sys.setswitchinterval(previous)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("frequent_thread_switches")
 def test_set_and_clear_from_many_threads_lose_no_updates() -> None:
     provider = OverridesProvider(InMemoryProvider({}))

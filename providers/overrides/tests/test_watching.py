@@ -25,6 +25,7 @@ def delegate() -> InMemoryProvider:
     return InMemoryProvider({"ranker": InMemoryFlag("a", {"a": "delegate-ranker"})})
 
 
+@pytest.mark.slow
 def test_override_file_edit_takes_effect_within_one_second(
     tmp_path: Path, write_file: WriteFile, wait_until: WaitUntil
 ) -> None:
@@ -72,6 +73,7 @@ def test_configuration_changed_reaches_global_handlers_with_only_the_changed_key
     assert details.flags_changed == ["b", "d"]
 
 
+@pytest.mark.slow
 def test_rewriting_the_file_with_the_same_content_emits_no_event(
     tmp_path: Path, write_file: WriteFile, recorder: Any
 ) -> None:
@@ -91,6 +93,7 @@ def test_rewriting_the_file_with_the_same_content_emits_no_event(
     ]
 
 
+@pytest.mark.slow
 def test_broken_edit_keeps_last_good_overrides_and_emits_error_then_recovers(
     tmp_path: Path, write_file: WriteFile, wait_until: WaitUntil, recorder: Any
 ) -> None:
@@ -140,6 +143,7 @@ def test_broken_edit_keeps_last_good_overrides_and_emits_error_then_recovers(
     assert len(recorder.of(ProviderEvent.PROVIDER_ERROR)) == 2
 
 
+@pytest.mark.slow
 def test_deleted_file_keeps_last_good_overrides_and_recovers_when_recreated(
     tmp_path: Path, write_file: WriteFile, recorder: Any
 ) -> None:
@@ -164,6 +168,7 @@ def test_deleted_file_keeps_last_good_overrides_and_recovers_when_recreated(
     assert provider.overrides == {"recommender": "v2"}
 
 
+@pytest.mark.slow
 def test_file_overrides_load_before_initialize_and_watching_starts_with_it(
     tmp_path: Path, write_file: WriteFile, wait_until: WaitUntil
 ) -> None:
@@ -182,6 +187,7 @@ def test_file_overrides_load_before_initialize_and_watching_starts_with_it(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".toml", ".json"])
 def test_both_formats_are_watched(
     tmp_path: Path, write_file: WriteFile, wait_until: WaitUntil, suffix: str

@@ -59,11 +59,11 @@ class Actuation:
         try:
             self.actuator.rollback(flag_key, to_version=lkg, from_version=version)
         except Exception as exc:
-            self.errors += 1
             message = shown(str(exc), limit=500, quote=False)
             logger.error(
                 "model %r: rolling back flag %r at its source failed: %s", model, flag_key, message
             )
             self._emit(ActuatorFailed(model, version, flag_key, message))
+            self.errors += 1  # last: once the count shows it, the event and the log line exist
         else:
             logger.info("model %r: flag %r now serves %r at its source", model, flag_key, lkg)
