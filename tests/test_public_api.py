@@ -54,6 +54,7 @@ EXPECTED = {
     "ModelUnavailableError",
     "OVERRIDE",
     "OpenTelemetryMetrics",
+    "PrometheusMetrics",
     "OutcomeDrop",
     "PREWARMING",
     "PrewarmCompleted",

@@ -100,6 +100,7 @@ if TYPE_CHECKING:
     from modelflags.rollout.actuators import FlagdFileActuator, UnleashActuator
     from modelflags.rollout.canary import CanaryDriver, CanaryResult, Stage
     from modelflags.telemetry.otel import OpenTelemetryMetrics
+    from modelflags.telemetry.prometheus import PrometheusMetrics
 
 __all__ = [
     "FALLBACK",
@@ -152,6 +153,7 @@ __all__ = [
     "PrewarmCompleted",
     "PrewarmOptions",
     "Prewarmed",
+    "PrometheusMetrics",
     "QuarantineStatus",
     "Quarantined",
     "Registry",
@@ -200,6 +202,7 @@ _LAZY = {
     "CanaryResult": "modelflags.rollout.canary",
     "Stage": "modelflags.rollout.canary",
     "OpenTelemetryMetrics": "modelflags.telemetry.otel",
+    "PrometheusMetrics": "modelflags.telemetry.prometheus",
 }
 
 
