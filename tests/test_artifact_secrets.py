@@ -125,17 +125,23 @@ def test_a_redirect_within_the_origin_keeps_the_configured_headers(
 def test_a_given_clients_auth_and_headers_do_not_follow_a_redirect_elsewhere(
     home: ArtifactServer, elsewhere: ArtifactServer, tmp_path: Path
 ) -> None:
-    """A client you pass keeps its auth and default headers on the artifact's origin too."""
+    """A client you pass keeps its auth, cookies and default headers on the artifact's origin."""
     data = b"the artifact"
     target = elsewhere.add("/v1.bin", data)
     url = home.add("/v1.bin", data)
     home.fail("/v1.bin", redirect(target))
-    with httpx.Client(auth=("user", "pa55word"), headers={"X-Client": "client-s3cret"}) as client:
+    with httpx.Client(
+        auth=("user", "pa55word"),
+        headers={"X-Client": "client-s3cret"},
+        cookies={"session": "cookie-s3cret"},
+    ) as client:
         fetcher = RemoteFetcher(cache_dir=tmp_path / "cache", client=client)
         fetcher.fetch(model="m", version="v1", uri=url, sha256=sha(data))
-    assert home.requests("/v1.bin")[0].headers["x-client"] == "client-s3cret"
+    sent_home = home.requests("/v1.bin")[0].headers
+    assert sent_home["x-client"] == "client-s3cret"
+    assert sent_home["cookie"] == "session=cookie-s3cret"
     away = elsewhere.requests("/v1.bin")[0].headers
-    assert "authorization" not in away and "x-client" not in away
+    assert "authorization" not in away and "x-client" not in away and "cookie" not in away
 
 
 def test_redirect_loops_and_odd_schemes_are_fetch_errors(

@@ -4,7 +4,7 @@
 ``headers_env``) are sent only to the origin of the artifact's URI: the same scheme, host and
 port. Redirects are followed here, not by httpx (at most 10 of them). A redirect within the
 origin keeps every header; a redirect to another origin is followed without them, without the
-URI's user info and without the ``auth`` and default headers of a client you passed, so a
+URI's user info and without the ``auth``, cookies and default headers of a client you passed, so a
 presigned URL on an object store or CDN still works while a token never leaves its origin. The
 artifact's sha256 protects what comes back, wherever it comes from. A redirect to anything but
 ``http`` or ``https`` is a :class:`~modelflags.errors.FetchError`.
@@ -174,6 +174,7 @@ class HttpSource:
                 for name in list(client.headers):
                     if name.lower() not in kept:
                         del request.headers[name]
+                request.headers.pop("Cookie", None)  # the client's cookies stay home too
                 response = client.send(request, stream=True, follow_redirects=False, auth=None)
             shown = redact_uri(str(url))
             logger.debug("%s: GET %s -> HTTP %d", job.where(), shown, response.status_code)
