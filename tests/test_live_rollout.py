@@ -179,17 +179,19 @@ def test_requests_meeting_a_version_being_prewarmed_get_the_last_good_version_at
 
 
 @pytest.mark.slow
-def test_hot_traffic_racing_a_flag_change_waits_for_the_new_version_at_most_once(
+def test_hot_traffic_racing_a_flag_change_never_waits_for_the_new_version(
     flagd: Path, workspace: Workspace
 ) -> None:
-    """Requests meeting the new version before the change event arrives do not all stall.
+    """Requests meeting the new version before the change event arrives do not stall.
 
     The provider switches its flags before it tells anyone, and the prewarm pass marks what it
     loads only after it re-evaluated its sample: busy threads meet the new version in between.
-    At most one request (the one that started the load) may wait for it; the others are
-    answered by the last known good version meanwhile.
+    No request waits for it: while the last known good version is in memory it answers them,
+    the one that started the load included. (A load of 1 s and a bar of 0.8 s tell a wait for
+    the load from four threads sharing the interpreter lock on a busy machine, which can hold a
+    request for a quarter of a second.)
     """
-    loader = SlowLoader(delay=0.3)
+    loader = SlowLoader(delay=1.0)
     registry = make_registry(workspace, slow=("v2",))
     stalled: list[float] = []
     versions: Counter[str] = Counter()
@@ -206,7 +208,7 @@ def test_hot_traffic_racing_a_flag_change_waits_for_the_new_version_at_most_once
                 waited = time.perf_counter() - asked
                 with lock:
                     versions[handle.version] += 1
-                    if waited > 0.25:
+                    if waited > 0.8:
                         stalled.append(waited)
 
         def served(version: str | None = None) -> int:
@@ -226,7 +228,7 @@ def test_hot_traffic_racing_a_flag_change_waits_for_the_new_version_at_most_once
             for worker in workers:
                 worker.join(5.0)
     assert set(versions) == {"v1", "v2"} and loader.calls == 1
-    assert len(stalled) <= 1, f"{len(stalled)} requests waited {max(stalled):.2f} s for the load"
+    assert not stalled, f"{len(stalled)} requests waited {max(stalled):.2f} s for the load"
 
 
 class PausePrewarmLogs(logging.Handler):
