@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -12,7 +11,7 @@ from modelflags import ModelFlags
 from modelflags.serving.cache import CacheEntry, ModelCache
 
 from models import Constant
-from support import Workspace
+from support import Workspace, wait_until
 
 
 def entry(nbytes: int) -> Callable[[], CacheEntry]:
@@ -88,7 +87,7 @@ def test_failed_load_is_shared_by_concurrent_callers() -> None:
     rest = [threading.Thread(target=call) for _ in range(3)]
     for thread in rest:
         thread.start()
-    time.sleep(0.2)  # the joiners reach the pending load within this time
+    wait_until(lambda: cache.joiners("k") == 3, 5.0, "the three joiners waiting on the load")
     release.set()
     for thread in [first, *rest]:
         thread.join(5)

@@ -16,7 +16,7 @@ from modelflags.artifacts.store import ArtifactStore
 from modelflags.registry import Registry
 
 from models import Constant
-from support import Workspace
+from support import Workspace, wait_until
 
 MARKER = Path("/nonexistent")
 
@@ -187,7 +187,10 @@ def test_sixteen_threads_on_a_cold_version_deserialize_once(
     def slow(path: Path) -> Constant:
         with calls_lock:
             calls.append(1)
-        time.sleep(0.2)  # long enough for every thread to arrive while the load runs
+        # Every other thread joins this load before it ends (a synchronisation point, not a
+        # pause): the cache counts the threads waiting on the load in flight.
+        cache = flags._policy.keeper.cache
+        wait_until(lambda: cache.joiners(("m", "v2")) == 15, 5.0, "15 threads joining the load")
         return Constant(2)
 
     set_flags(m="v2")

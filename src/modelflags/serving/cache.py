@@ -28,12 +28,13 @@ class CacheEntry:
 
 
 class _Pending:
-    __slots__ = ("done", "entry", "error")
+    __slots__ = ("done", "entry", "error", "joiners")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.entry: CacheEntry | None = None
         self.error: BaseException | None = None
+        self.joiners = 0  # threads that joined the load instead of starting one (under the lock)
 
 
 class _CountedLRU(cachetools.LRUCache[Hashable, CacheEntry]):
@@ -91,6 +92,12 @@ class ModelCache:
         """True while a thread loads ``key`` (a lock-free read)."""
         return key in self._pending
 
+    def joiners(self, key: Hashable) -> int:
+        """How many threads joined the load of ``key`` in flight to share its result (0 when
+        none runs; a lock-free read)."""
+        pending = self._pending.get(key)
+        return 0 if pending is None else pending.joiners
+
     def get(self, key: Hashable) -> CacheEntry | None:
         """The cached entry for ``key``, or ``None``; never loads.
 
@@ -120,6 +127,8 @@ class ModelCache:
             owner = pending is None
             if pending is None:
                 pending = self._pending[key] = _Pending()
+            else:
+                pending.joiners += 1
         if not owner:
             pending.done.wait()
             if pending.error is not None:
