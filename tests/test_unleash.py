@@ -172,8 +172,14 @@ def test_unleash_change_event_lifts_the_quarantine_of_a_broken_version(
                 CHANGE_BOUND,
                 "the new flag asking for v2",
             )
+            # v2 loads in the background (the LKG answers meanwhile), fails and is quarantined.
+            wait_until(
+                lambda: flags.get_model(MODEL, "user-1").reason == FALLBACK,
+                CHANGE_BOUND,
+                "v2 quarantined after its load failed",
+            )
             handle = flags.get_model(MODEL, "user-1")
-            assert (handle.version, handle.reason) == ("v1", FALLBACK)
+            assert (handle.version, handle.requested_version) == ("v1", "v2")
             (quarantine,) = flags.status()[MODEL].quarantined
             assert quarantine.version == "v2" and quarantine.retry_in_s > 200
 
@@ -186,7 +192,7 @@ def test_unleash_change_event_lifts_the_quarantine_of_a_broken_version(
                 "the quarantine lifted by the change event",
             )
             (lifted,) = flags.status()[MODEL].quarantined
-            assert (lifted.version, lifted.failures) == ("v2", 1)
+            assert lifted.version == "v2" and lifted.failures >= 1
             assert time.monotonic() - changed < CHANGE_BOUND + 0.1
             handle = flags.get_model(MODEL, "user-1")
             assert (handle.version, str(handle.reason)) == ("v1", "TARGETING_MATCH")
