@@ -471,6 +471,7 @@ def test_quarantine_does_not_hide_a_flaky_candidate_from_the_error_rate_rule(
                     flags.get_model("m").predict(rng.random((1, 2)))
                 except RuntimeError:
                     raised += 1
+            flags.flush(5)  # the background loads requests started are done
             breaches += flags.check_guardrails()
             clock.advance(0.5)
         lkg = flags.status()["m"].lkg
@@ -499,6 +500,7 @@ class ReleasingActuator:
             for _ in range(50):
                 handle = self.flags.get_model("m", f"user-{next(users)}")
                 handle.predict(np.zeros((1, 2)))
+            self.flags.flush(5)  # the background loads requests started are done
             return any(breach.version == "v2" for breach in self.flags.check_guardrails())
 
         wait_until(candidate_served, 5, "a breach of v2")
@@ -578,6 +580,7 @@ def test_the_lkg_does_not_flip_back_and_forth_under_a_steady_split(
         for _ in range(10):
             for user in range(100):
                 flags.get_model("m", user).predict(np.zeros((1, 2)))
+            flags.flush(5)  # the background loads requests started are done
             flags.check_guardrails()
             clock.advance(0.5)
         assert flags.flush(5)
@@ -609,6 +612,7 @@ class ObservingActuator:
         for _ in range(4):
             for _ in range(100):
                 self.flags.get_model("m", f"user-{next(self._users)}").predict(np.zeros((1, 2)))
+            self.flags.flush(5)  # the background loads requests started are done
             self.flags.check_guardrails()
             self.lkg.append(self.flags.status()["m"].lkg)
             self.clock.advance(1.0)
@@ -654,6 +658,7 @@ def test_a_single_transient_failure_does_not_roll_a_candidate_back(
         for _ in range(50):  # 5 s of the fake clock, 100 calls every tenth of a second
             for _ in range(100):
                 flags.get_model("m").predict(np.zeros((1, 2)))
+            flags.flush(5)  # the background loads requests started are done
             fired += flags.check_guardrails()
             clock.advance(0.1)
         assert fired == []
@@ -696,6 +701,7 @@ def test_an_interrupted_canary_does_not_hold_promotions_back_forever(
         for _ in range(3):
             for user in range(100):
                 flags.get_model("m", f"user-{user}").predict(np.zeros((1, 2)))
+            flags.flush(5)  # the background loads requests started are done
             flags.check_guardrails()
             clock.advance(1.0)
         assert flags.status()["m"].lkg == "v2"
