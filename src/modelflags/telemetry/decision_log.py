@@ -31,7 +31,6 @@ counted in :attr:`DecisionLog.dropped`.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -44,7 +43,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, cast
+from typing import cast
+
+from modelflags.telemetry.rotating_file import AppendError, RotatingFile
 
 __all__ = ["DecisionLog"]
 
@@ -141,8 +142,7 @@ class DecisionLog:
         self._truncated = 0
         self._closed = False
         self._close_lock = threading.Lock()
-        self._file: IO[bytes] | None = None
-        self._size = 0
+        self._file = RotatingFile(self.path, max_bytes=max_bytes, backups=backups)
         self._stamp_second = -1
         self._stamp_text = ""
         self._thread = threading.Thread(
@@ -277,7 +277,7 @@ class DecisionLog:
         self._counts_lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._queue = queue.SimpleQueue()
-        self._close_file()
+        self._file.close()
         if self._closed:
             return
         self._thread = threading.Thread(
@@ -300,7 +300,7 @@ class DecisionLog:
 
     def _run(self) -> None:
         try:
-            self._open()
+            self._file.open()
         except OSError:
             logger.exception("decision log %s: cannot open; will retry", self.path)
         try:
@@ -334,7 +334,7 @@ class DecisionLog:
                 if item is _STOP:
                     return
         finally:
-            self._close_file()
+            self._file.close()
 
     def _stamp(self, stamp: float) -> str:
         second = int(stamp // 1)
@@ -414,64 +414,16 @@ class DecisionLog:
         return None
 
     def _write(self, lines: list[bytes]) -> None:
-        """Append ``lines``, one system call per run of lines that fits before a rotation."""
-        done = 0
+        """Append ``lines`` to the file; those that cannot be written are dropped and counted."""
         try:
-            file = self._file if self._file is not None else self._open()
-            chunk: list[bytes] = []
-            pending = 0
-            for line in lines:
-                total = self._size + pending
-                if total and total + len(line) > self.max_bytes:
-                    if chunk:
-                        _write_all(file, b"".join(chunk))
-                        self._size += pending
-                        done += len(chunk)
-                        chunk.clear()
-                        pending = 0
-                    file = self._rotate()
-                chunk.append(line)
-                pending += len(line)
-            if chunk:
-                _write_all(file, b"".join(chunk))
-                self._size += pending
-                done += len(chunk)
-        except OSError:
-            logger.exception("decision log %s: cannot write; decisions dropped", self.path)
-            self._close_file()
+            self._written += self._file.append(lines)
+        except AppendError as exc:
+            logger.error(
+                "decision log %s: cannot write (%s); decisions dropped", self.path, exc.cause
+            )
+            self._written += exc.written
             with self._counts_lock:
-                self._dropped += len(lines) - done
-        finally:
-            self._written += done
-
-    def _open(self) -> IO[bytes]:
-        # Unbuffered: a line counts as written once the system call returned.
-        file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open across batches
-        self._file = file
-        self._size = os.fstat(file.fileno()).st_size
-        return file
-
-    def _close_file(self) -> None:
-        file, self._file = self._file, None
-        if file is not None:
-            with contextlib.suppress(OSError):
-                file.close()
-
-    def _rotate(self) -> IO[bytes]:
-        self._close_file()
-        if self.backups == 0:
-            os.truncate(self.path, 0)
-        else:
-            for index in range(self.backups - 1, 0, -1):
-                source = self._backup(index)
-                if source.exists():
-                    os.replace(source, self._backup(index + 1))
-            if self.path.exists():
-                os.replace(self.path, self._backup(1))
-        return self._open()
-
-    def _backup(self, index: int) -> Path:
-        return self.path.with_name(f"{self.path.name}.{index}")
+                self._dropped += len(lines) - exc.written
 
 
 #: The order in which values are shortened when a line is longer than ``max_bytes``.
@@ -501,9 +453,3 @@ def _json(value: str | None) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, not {type(value).__name__}")
     return _quote(value)
-
-
-def _write_all(file: IO[bytes], data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[file.write(view) :]
