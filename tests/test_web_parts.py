@@ -58,10 +58,11 @@ class CountingSource:
         return self.flags.shadow_report(name)
 
     def recent_decisions(
-        self, limit: int = 50, *, model: str | None = None
+        self, limit: int = 50, *, model: str | None = None, actions: bool = False
     ) -> list[dict[str, Any]] | None:
-        self.decision_reads += 1
-        return self.flags.recent_decisions(limit, model=model)
+        if not actions:  # one look at the file's end per snapshot (actions come with it)
+            self.decision_reads += 1
+        return self.flags.recent_decisions(limit, model=model, actions=actions)
 
 
 @pytest.fixture
@@ -211,6 +212,22 @@ def test_recent_decisions_reads_the_logs_end(flags: ModelFlags, tmp_path: Path) 
     assert flags.recent_decisions(5, model="other") == []
     actions = [e for e in flags.recent_decisions(500) or [] if "action" in e]
     assert [(a["action"], a["by"]) for a in actions] == [("rollback", "ada")]
+    only_actions = flags.recent_decisions(5, actions=True)
+    assert only_actions is not None and [a["action"] for a in only_actions] == ["rollback"]
+
+
+def test_actions_are_found_behind_a_flood_of_decisions(tmp_path: Path) -> None:
+    """An action far behind the last entries is still read with ``actions=True``, within the
+    bounded read of the file's end; decision lines are never taken for actions."""
+    path = tmp_path / "decisions.jsonl"
+    action = {"time": "t0", "action": "rollback", "model": "m", "version": "v2", "by": "ada"}
+    decisions = [{"time": f"t{n}", "model": "m", "served": "v1"} for n in range(1, 2001)]
+    path.write_text("".join(json.dumps(e) + "\n" for e in [action, *decisions]))
+    assert all("action" not in e for e in tail(path, 200))
+    assert tail(path, 5, actions=True) == [action]
+    assert tail(path, 5, model="m", actions=True) == [action]
+    assert tail(path, 5, model="other", actions=True) == []
+    assert tail(path, 5, actions=True, max_bytes=10_000) == []  # beyond the bound: not read
 
 
 def test_recent_decisions_is_none_without_a_decision_log(

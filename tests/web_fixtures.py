@@ -66,6 +66,7 @@ def propose_rollback(flags: ModelFlags) -> None:
         with flags.override(**{MODEL: "v1"}):
             serve(flags, 10, seed=100 + round_, prefix="lkg")
         serve(flags, 10, seed=200 + round_)
+        flags.flush(5)  # v2's background load, started by the first round, is done
     breaches = flags.check_guardrails()
     assert [(b.version, b.rule) for b in breaches] == [("v2", "max_outcome_drop")]
     assert [p.version for p in flags.status()[MODEL].proposals] == ["v2"]

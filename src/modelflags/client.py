@@ -373,14 +373,15 @@ class ModelFlags:
         return self._parts.flush(timeout)
 
     def recent_decisions(
-        self, limit: int = 50, *, model: str | None = None
+        self, limit: int = 50, *, model: str | None = None, actions: bool = False
     ) -> list[dict[str, Any]] | None:
-        """The decision log's last ``limit`` entries (of ``model``) as dicts, oldest first, from a
-        bounded read of the file's end; ``None`` when this instance has no decision log."""
+        """The decision log's last ``limit`` entries (of ``model``; only actions with
+        ``actions``) as dicts, oldest first, from a bounded read of the file's end; ``None``
+        when this instance has no decision log."""
         from modelflags.telemetry.decision_reader import tail
 
         audit = self._parts.audit
-        return None if audit is None else tail(audit.path, limit, model=model)
+        return None if audit is None else tail(audit.path, limit, model=model, actions=actions)
 
     def web_app(self, **options: Unpack[WebOptions]) -> StatusApp:
         """The status page, an ASGI app: ``app.mount("/modelflags", flags.web_app(token=...))``.

@@ -28,10 +28,13 @@ def tail(
     limit: int = 50,
     *,
     model: str | None = None,
+    actions: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> list[dict[str, Any]]:
     """The last ``limit`` entries of the decision log at ``path`` (of ``model`` only, when
-    given), oldest first: decisions and actions as the JSON objects they were written as.
+    given), oldest first: decisions and actions as the JSON objects they were written as; with
+    ``actions``, only the actions (rollbacks, releases, confirmations, dismissals), which a
+    flood of decisions would otherwise push out of the last ``limit`` entries.
 
     Reads at most ``max_bytes`` from the end of ``path``, then of ``path.1`` (the newest rotated
     file) if more entries are wanted and the budget allows. A line cut by the bounded read, or
@@ -49,7 +52,7 @@ def tail(
         size = min(budget, wanted * _LINE_GUESS)
         while True:  # a small read first, larger ones while too few entries are found
             data, whole, cut = _read_end(file, size)
-            found = _entries(data, skip_first=cut, model=model, limit=wanted)
+            found = _entries(data, skip_first=cut, model=model, actions=actions, limit=wanted)
             if len(found) >= wanted or whole or size >= budget:
                 break
             size = min(budget, size * 4)
@@ -82,7 +85,7 @@ def _read_end(path: Path, budget: int) -> tuple[bytes, bool, bool]:
 
 
 def _entries(
-    data: bytes, *, skip_first: bool, model: str | None, limit: int
+    data: bytes, *, skip_first: bool, model: str | None, actions: bool = False, limit: int
 ) -> list[dict[str, Any]]:
     """The last ``limit`` entries in ``data`` (of ``model``), oldest first, parsed from the end
     so that only those are parsed."""
@@ -97,11 +100,17 @@ def _entries(
             continue
         if model is not None and _quoted(model) not in line:
             continue  # cheap test before parsing: the model's name is in its lines
+        if actions and b'"action":' not in line:
+            continue  # the same for actions: decision lines have no such key
         try:
             entry = json.loads(line)
         except ValueError:
             continue
-        if isinstance(entry, dict) and (model is None or entry.get("model") == model):
+        if (
+            isinstance(entry, dict)
+            and (model is None or entry.get("model") == model)
+            and (not actions or "action" in entry)
+        ):
             entries.append(entry)
     entries.reverse()
     return entries

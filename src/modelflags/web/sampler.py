@@ -50,7 +50,7 @@ class StatusSource(Protocol):
     def shadow_report(self, name: str) -> dict[tuple[str, str], ShadowStats]: ...
 
     def recent_decisions(
-        self, limit: int = 50, *, model: str | None = None
+        self, limit: int = 50, *, model: str | None = None, actions: bool = False
     ) -> list[dict[str, Any]] | None: ...
 
 
@@ -198,7 +198,10 @@ class Sampler:
         found = source.recent_decisions(DECISIONS)
         if found is None:
             return Snapshot(at, status, metrics, shadow, None)
-        return Snapshot(at, status, metrics, shadow, tuple(found), _merge(kept, found))
+        # Actions read on their own: under heavy traffic a minute-old rollback is far behind
+        # the last DECISIONS lines, but still within the bounded read of the file's end.
+        acted = source.recent_decisions(ACTIONS_KEPT, actions=True) or []
+        return Snapshot(at, status, metrics, shadow, tuple(found), _merge(kept, acted))
 
     def start(self) -> None:
         """Start the sampling thread (once; never after :meth:`close`)."""
