@@ -272,3 +272,20 @@ def test_refuses_a_folder_that_does_not_exist_and_bad_options(tmp_path: Path) ->
         DecisionLog(tmp_path / "missing" / "decisions.jsonl")
     with pytest.raises(ValueError, match="sample"):
         DecisionLog(tmp_path / "decisions.jsonl", sample=1.5)
+
+
+def test_an_action_is_on_disk_when_the_call_returns_whatever_waits_for_the_writer(
+    tmp_path: Path,
+) -> None:
+    """Actions are the audit trail: written by the caller, not queued behind thousands of
+    decisions; the decisions queued before still follow, none lost."""
+    path = tmp_path / "decisions.jsonl"
+    with DecisionLog(path, salt="s") as log:
+        for n in range(5000):
+            log.log("m", "v2", "v1", "FALLBACK", None, f"user-{n}")
+        log.action("rollback", "m", "v2", by="ada", reason="bad answers")
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        assert [(e["action"], e["by"]) for e in lines if "action" in e] == [("rollback", "ada")]
+        assert log.flush(10)
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(entries) == 5001 and log.dropped == 0

@@ -143,6 +143,7 @@ class DecisionLog:
         self._closed = False
         self._close_lock = threading.Lock()
         self._file = RotatingFile(self.path, max_bytes=max_bytes, backups=backups)
+        self._write_lock = threading.Lock()  # the file: the writer thread and actions' callers
         self._stamp_second = -1
         self._stamp_text = ""
         self._thread = threading.Thread(
@@ -192,8 +193,10 @@ class DecisionLog:
         **detail: str | float | int | None,
     ) -> None:
         """Record what a person (or the guardrails) did: a rollback, a release, a confirmed or
-        dismissed proposal, with who did it and why. Actions are never sampled; like decisions,
-        recording never blocks or raises, and an action that cannot be queued is counted."""
+        dismissed proposal, with who did it and why. Actions are never sampled and, being the
+        audit trail and rare, are written before this returns rather than queued (however many
+        decisions wait for the writer; so an action line may precede decisions made just before
+        it). Never raises: an action that cannot be written is logged and counted."""
         try:
             if self._closed:
                 with self._counts_lock:
@@ -203,7 +206,14 @@ class DecisionLog:
                 )
                 return
             record = {"action": action, "model": model, "version": version, "by": by}
-            self._queue.put(_Action(self._clock(), {**record, "reason": reason, **detail}))
+            line = self._action_line(
+                _Action(self._clock(), {**record, "reason": reason, **detail}), cached=False
+            )
+            if line is not None:
+                self._write([line])
+                if self._closed:  # closed meanwhile: the line is written, the file not kept open
+                    with self._write_lock:
+                        self._file.close()
         except Exception:
             logger.exception("action %s of model %r not recorded", action, model)
             with self._counts_lock:
@@ -276,6 +286,7 @@ class DecisionLog:
         coordinated between them)."""
         self._counts_lock = threading.Lock()
         self._close_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._queue = queue.SimpleQueue()
         self._file.close()
         if self._closed:
@@ -300,7 +311,8 @@ class DecisionLog:
 
     def _run(self) -> None:
         try:
-            self._file.open()
+            with self._write_lock:
+                self._file.open()
         except OSError:
             logger.exception("decision log %s: cannot open; will retry", self.path)
         try:
@@ -334,7 +346,8 @@ class DecisionLog:
                 if item is _STOP:
                     return
         finally:
-            self._file.close()
+            with self._write_lock:
+                self._file.close()
 
     def _stamp(self, stamp: float) -> str:
         second = int(stamp // 1)
@@ -344,9 +357,12 @@ class DecisionLog:
         micros = min(999_999, round((stamp - second) * 1e6))
         return f"{self._stamp_text}.{micros:06d}Z"
 
-    def _action_line(self, item: _Action) -> bytes | None:
+    def _action_line(self, item: _Action, *, cached: bool = True) -> bytes | None:
+        """The line of an action; ``cached=False`` off the writer thread (the cached second of
+        :meth:`_stamp` belongs to the writer)."""
         try:
-            fields = {"time": self._stamp(item.stamp), **item.fields}
+            stamp = self._stamp(item.stamp) if cached else _stamp_text(item.stamp)
+            fields = {"time": stamp, **item.fields}
             return (json.dumps(fields, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
         except Exception:
             logger.exception("decision log %s: cannot format an action; dropped", self.path)
@@ -414,16 +430,25 @@ class DecisionLog:
         return None
 
     def _write(self, lines: list[bytes]) -> None:
-        """Append ``lines`` to the file; those that cannot be written are dropped and counted."""
-        try:
-            self._written += self._file.append(lines)
-        except AppendError as exc:
-            logger.error(
-                "decision log %s: cannot write (%s); decisions dropped", self.path, exc.cause
-            )
-            self._written += exc.written
-            with self._counts_lock:
-                self._dropped += len(lines) - exc.written
+        """Append ``lines`` to the file (from the writer thread, or an action's caller); those
+        that cannot be written are dropped and counted."""
+        with self._write_lock:
+            try:
+                self._written += self._file.append(lines)
+            except AppendError as exc:
+                logger.error(
+                    "decision log %s: cannot write (%s); decisions dropped", self.path, exc.cause
+                )
+                self._written += exc.written
+                with self._counts_lock:
+                    self._dropped += len(lines) - exc.written
+
+
+def _stamp_text(stamp: float) -> str:
+    """``stamp`` (seconds since the epoch) as the log writes it: ISO 8601, UTC, microseconds."""
+    second = int(stamp // 1)
+    micros = min(999_999, round((stamp - second) * 1e6))
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(second))}.{micros:06d}Z"
 
 
 #: The order in which values are shortened when a line is longer than ``max_bytes``.

@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 256 * 1024
 """How much of the log's end is read at most, current and rotated file together."""
+ACTIONS_MAX_BYTES = 1024 * 1024
+"""How much is read at most for actions only: they are rare, and behind an action there may be
+a whole queue of decisions written after it (thousands of lines under heavy traffic)."""
 _LINE_GUESS = 512  # bytes per line assumed for a first, smaller read
 
 
@@ -29,19 +32,22 @@ def tail(
     *,
     model: str | None = None,
     actions: bool = False,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int | None = None,
 ) -> list[dict[str, Any]]:
     """The last ``limit`` entries of the decision log at ``path`` (of ``model`` only, when
     given), oldest first: decisions and actions as the JSON objects they were written as; with
     ``actions``, only the actions (rollbacks, releases, confirmations, dismissals), which a
     flood of decisions would otherwise push out of the last ``limit`` entries.
 
-    Reads at most ``max_bytes`` from the end of ``path``, then of ``path.1`` (the newest rotated
-    file) if more entries are wanted and the budget allows. A line cut by the bounded read, or
-    one that is not a JSON object, is skipped; a missing file reads as empty.
+    Reads at most ``max_bytes`` (default :data:`DEFAULT_MAX_BYTES`, or
+    :data:`ACTIONS_MAX_BYTES` for actions) from the end of ``path``, then of ``path.1`` (the
+    newest rotated file) if more entries are wanted and the budget allows. A line cut by the
+    bounded read, or one that is not a JSON object, is skipped; a missing file reads as empty.
     """
     if limit < 1:
         raise ValueError(f"limit must be positive, not {limit!r}")
+    if max_bytes is None:
+        max_bytes = ACTIONS_MAX_BYTES if actions else DEFAULT_MAX_BYTES
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be positive, not {max_bytes!r}")
     newest = Path(path)

@@ -40,6 +40,7 @@ class RotatingFile:
 
     def open(self) -> IO[bytes]:
         """Open (or reopen) the file for appending; raises ``OSError``."""
+        self.close()
         # Unbuffered: a line counts as written once the system call returned.
         file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open across batches
         self._file = file

@@ -262,9 +262,10 @@ class StatusApp:
         return RedirectResponse(target, 303)
 
     def _after_action(self) -> None:
-        """Show the action's effect at once: its decision log line, then a fresh snapshot."""
-        self.flags.flush(1.0)
+        """Show the action's effect at once: a fresh snapshot (the action's decision-log line is
+        written before the action returns), then the events and lines it led to."""
         self.sampler.sample_now()
+        self.flags.flush(1.0)
 
     # -- the JSON API ---------------------------------------------------------------------------
 

@@ -126,6 +126,9 @@ class Sampler:
         self.interval = float(interval)
         self._clock = clock
         self._lock = threading.Lock()
+        # One snapshot at a time: one taken after an action must not be replaced by one the
+        # thread began earlier and finished later (without the action's effect).
+        self._sampling = threading.Lock()
         self._history: deque[tuple[float, Mapping[str, Mapping[str, Point]]]] = deque(
             maxlen=math.ceil(history_s / interval)
         )
@@ -162,6 +165,10 @@ class Sampler:
 
     def sample_now(self) -> Snapshot:
         """Take a snapshot now (after an action, so the page shows its effect at once)."""
+        with self._sampling:
+            return self._sample()
+
+    def _sample(self) -> Snapshot:
         try:
             snapshot = self._take()
         except Exception as exc:
