@@ -409,9 +409,9 @@ def test_each_identity_acts_under_its_own_name(
     ]
     flags.flush(5)
     logged = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
-    assert [(e["action"], e["by"]) for e in logged if "action" in e] == [
-        ("rollback", "bob"),
-        ("release", "alice"),
+    assert [(e["action"], e["by"], e["reason"]) for e in logged if "action" in e] == [
+        ("rollback", "bob", "latency"),
+        ("release", "alice", "fixed"),
     ]
     assert any("by 'bob'" in r.getMessage() and "latency" in r.getMessage() for r in caplog.records)
     assert all(ALICE not in r.getMessage() and BOB not in r.getMessage() for r in caplog.records)

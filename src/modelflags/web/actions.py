@@ -121,7 +121,7 @@ class Actions:
             flags.rollback(model, version, reason=reason, by=by)
             return f"{version} rolled back: the last known good version serves instead"
         if action == "release":
-            released = flags.release(model, version, by=by)
+            released = flags.release(model, version, by=by, reason=reason)
             if released:
                 return f"{version} released: it serves again when its flag chooses it"
             return f"{version} was neither rolled back nor quarantined; its record is cleared"
