@@ -367,9 +367,8 @@ class ModelFlags:
         self._events.remove(listener)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait for queued decision-log lines, background loads and prewarming, shadow calls and
-        sampled inputs (judged for drift), then events and the lines they led to; False on
-        timeout."""
+        """Wait for background loads and prewarming, shadow calls and sampled inputs (judged for
+        drift), then events and decision-log lines; False on timeout."""
         return self._parts.flush(timeout)
 
     def recent_decisions(

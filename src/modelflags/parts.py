@@ -111,19 +111,15 @@ class Parts:
         return extra or None
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait for decision-log lines already queued, then background loads, shadow calls and
-        sampled inputs (judged for drift), then events and the decision-log lines they led to;
-        False on timeout."""
+        """Wait for background loads, shadow calls and sampled inputs (judged for drift), then
+        events and decision-log lines; False on timeout. (Actions are on disk already: the
+        decision log writes them before they return.)"""
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def remaining() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-        # Lines already queued (an operator's action, say) are written first, so that busy
-        # background work cannot hold them back; lines that work adds are written at the end.
         audit = self.audit
-        if audit is not None and not audit.flush(remaining()):
-            return False
         prewarmer = self.policy.prewarmer
         if prewarmer is not None and not prewarmer.flush(remaining()):
             return False

@@ -145,7 +145,7 @@ class DecisionLog:
         self._file = RotatingFile(self.path, max_bytes=max_bytes, backups=backups)
         self._write_lock = threading.Lock()  # the file: the writer thread and actions' callers
         self._stamp_second = -1
-        self._stamp_text = ""
+        self._second_text = ""
         self._thread = threading.Thread(
             target=self._run, name="modelflags-decision-log", daemon=True
         )
@@ -350,18 +350,18 @@ class DecisionLog:
                 self._file.close()
 
     def _stamp(self, stamp: float) -> str:
+        """``stamp`` as the log writes it, on the writer thread (which caches the second)."""
         second = int(stamp // 1)
         if second != self._stamp_second:
             self._stamp_second = second
-            self._stamp_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        micros = min(999_999, round((stamp - second) * 1e6))
-        return f"{self._stamp_text}.{micros:06d}Z"
+            self._second_text = _second_text(second)
+        return _with_micros(self._second_text, stamp, second)
 
     def _action_line(self, item: _Action, *, cached: bool = True) -> bytes | None:
         """The line of an action; ``cached=False`` off the writer thread (the cached second of
         :meth:`_stamp` belongs to the writer)."""
         try:
-            stamp = self._stamp(item.stamp) if cached else _stamp_text(item.stamp)
+            stamp = self._stamp(item.stamp) if cached else _iso_stamp(item.stamp)
             fields = {"time": stamp, **item.fields}
             return (json.dumps(fields, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
         except Exception:
@@ -373,11 +373,7 @@ class DecisionLog:
     def _line(self, decision: _Decision) -> bytes | None:
         try:
             stamp, model, requested, served, reason, cause, key = decision
-            second = int(stamp // 1)
-            if second != self._stamp_second:
-                self._stamp_second = second
-                self._stamp_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            micros = min(999_999, round((stamp - second) * 1e6))
+            time_text = self._stamp(stamp)
             hashed = None if key is None else self.hash_key(key)
             fields = {
                 "model": model,
@@ -386,7 +382,6 @@ class DecisionLog:
                 "reason": reason,
                 "cause": cause,
             }
-            time_text = f"{self._stamp_text}.{micros:06d}Z"
             line = _encode(time_text, fields, hashed)
             if len(line) > self.max_bytes:
                 return self._fit(time_text, fields, hashed)
@@ -444,11 +439,19 @@ class DecisionLog:
                     self._dropped += len(lines) - exc.written
 
 
-def _stamp_text(stamp: float) -> str:
+def _iso_stamp(stamp: float) -> str:
     """``stamp`` (seconds since the epoch) as the log writes it: ISO 8601, UTC, microseconds."""
     second = int(stamp // 1)
+    return _with_micros(_second_text(second), stamp, second)
+
+
+def _second_text(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+def _with_micros(second_text: str, stamp: float, second: int) -> str:
     micros = min(999_999, round((stamp - second) * 1e6))
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(second))}.{micros:06d}Z"
+    return f"{second_text}.{micros:06d}Z"
 
 
 #: The order in which values are shortened when a line is longer than ``max_bytes``.
